@@ -1,0 +1,66 @@
+"""The one small interface every annotator follows (no Ray here: pipeline/ wraps them).
+
+An annotator is a callable class: `__init__(config)` loads its model once, `__call__(images)`
+maps a batch of RGB uint8 images at the working resolution, (B, H, W, 3), to one result per
+image. A result is a dict of schema columns (e.g. {"detections": [...]}) or `Failed(reason)`
+for that image alone; an exception escaping `__call__` means the whole batch failed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One image the annotator could not process; becomes an error row for that image."""
+    message: str
+
+
+Result = Union[dict[str, Any], Failed]
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    name: ClassVar[str]               # stage name: "panoptic" | "owod" | "sgg" | "ocr"
+    columns: ClassVar[tuple[str, ...]]  # schema columns its results fill
+
+    def __call__(self, images: np.ndarray) -> list[Result]:
+        """images: (B, H, W, 3) uint8 RGB -> B results."""
+        ...
+
+    def provenance(self) -> dict:
+        """Model id, checkpoint hash, thresholds, vocabulary: goes into the Parquet metadata."""
+        ...
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"annotators take (B, H, W, 3) uint8 RGB batches, got {images.dtype} {images.shape}")
+    return images
+
+
+def set_offline() -> None:
+    """Turn on every library's offline switch: a missing model fails at once, nothing downloads."""
+    for key, value in {
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false",
+        "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """The named weights are not on this machine; the message says which and how to get them."""
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"

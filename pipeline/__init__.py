@@ -1,0 +1,1 @@
+"""The Ray Data annotation job and the tools around its output (`python -m pipeline ...`)."""
