@@ -30,7 +30,9 @@ def mask_box(mask: np.ndarray) -> list[float]:
     """Normalized [x0, y0, x1, y1] of a boolean (H, W) mask; x1 = last column + 1 (detectron2)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
-    return [cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h]
+    box = np.array([cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h], np.float32)
+    # float32 as stored, so the text written now equals the text re-verbalized from the file
+    return [float(v) for v in box]
 
 
 def segments(scene: Scene, id_map: np.ndarray) -> list[dict]:
