@@ -58,8 +58,10 @@ def load_photo(source: str) -> tuple[Image.Image | None, str | None]:
     try:
         with Image.open(Path(path)) as image:
             return image.convert("RGB"), None
+    except FileNotFoundError:
+        return None, f"source unreadable (no such file): {source}"
     except (OSError, ValueError) as exc:
-        return None, f"source unreadable ({type(exc).__name__}: {exc})"
+        return None, f"source unreadable ({type(exc).__name__}: {exc}): {source}"
 
 
 class Renderer:
