@@ -184,8 +184,11 @@ def _histogram(title: str, histogram: dict[str, int], top: int) -> list[str]:
     return lines
 
 
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction:.1%}"
+
+
 def format_report(summary: dict, top: int = 15) -> str:
-    fmt = lambda x: "n/a" if x is None else f"{x:.1%}"  # noqa: E731
     s = summary["status"]
     lines = [f"{summary['path']}: {summary['rows']} rows in {summary['files']} file(s)",
              f"status: ok {s['ok']}, error {s['error']}"]
@@ -211,8 +214,8 @@ def format_report(summary: dict, top: int = 15) -> str:
         lines += _histogram(f"OCR lines kept (score >= {labels['ocr']['keep_threshold']})",
                             labels["ocr"]["kept_lines"], top)
     c, a = summary["coverage"], summary["aux_chars"]
-    lines.append(f"coverage of ok images: >=1 verbalized relation {fmt(c['relation'])}, "
-                 f"OCR text {fmt(c['ocr'])}")
+    lines.append(f"coverage of ok images: >=1 verbalized relation {_percent(c['relation'])}, "
+                 f"OCR text {_percent(c['ocr'])}")
     lines.append(f"text_aux chars over {a['count']} ok rows: min {a['min']}, median {a['median']}, "
                  f"p90 {a['p90']}, max {a['max']}")
     lines.append("provenance" + (f" (WARNING: {summary['provenance_variants']} different ones across files;"

@@ -81,12 +81,20 @@ def figure_html(row: dict, src: str, note: str | None) -> str:
                          text=html.escape(text) if text else "<i>(no verbalized text)</i>")
 
 
-def write_gallery(rows: list[dict], out: Path, renderer: Renderer, title: str) -> Path:
+def local_source(source: str, root: Path | None) -> str:
+    """`source` itself, or joined to `root` when it is a relative path and a root is given."""
+    if root is None or "://" in source or Path(source).is_absolute():
+        return source
+    return str(root / source)
+
+
+def write_gallery(rows: list[dict], out: Path, renderer: Renderer, title: str,
+                  source_root: Path | None = None) -> Path:
     """Render every row into out/images/ and write out/index.html; returns the page's path."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     figures, unreadable = [], 0
     for row in rows:
-        photo, note = load_photo(row["source"])
+        photo, note = load_photo(local_source(row["source"], source_root))
         unreadable += photo is None
         name = picture_name(row["image_id"])
         renderer(row, photo, note).save(out / "images" / name)
@@ -107,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--sample", type=int, metavar="N", help="N images drawn at random (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="gallery", help="folder for images/ and index.html")
+    parser.add_argument("--source-root", type=Path, help="folder that relative `source` paths are under")
     parser.add_argument("--max-side", type=int, default=RenderConfig.max_side, help="longer side in pixels")
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 1:
         parser.error(f"--sample must be >= 1, got {args.sample}")
+    if args.max_side < 32:
+        parser.error(f"--max-side must be >= 32 pixels, got {args.max_side}")
     try:
         files = check_output(args.output)
         ids = choose_ids(files, args.ids, args.sample, args.seed)
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = RenderConfig(max_side=args.max_side, verbalize=verbalize_config(read_provenance(files[0])))
     page = write_gallery(read_rows(files, ids), Path(args.out), Renderer(config),
-                         title=f"{args.output}: {len(ids)} image(s)")
+                         title=f"{args.output}: {len(ids)} image(s)", source_root=args.source_root)
     print(f"wrote {len(ids)} picture(s) to {Path(args.out) / 'images'} and the gallery {page}")
     return 0
 

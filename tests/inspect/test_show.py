@@ -94,3 +94,16 @@ def test_gallery_references_files_that_exist(tmp_path, capsys):
     assert Image.open(next((single / "images").iterdir())).size == (640, 320)
     assert show_main([str(out), "--id", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_relative_sources_resolve_under_source_root(tmp_path):
+    row = photo_row(tmp_path)
+    row["source"] = "photo.png"  # relative to the corpus folder, not to the working directory
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(rows_to_table([row], PROVENANCE), out / "part-0.parquet")
+    assert show_main([str(out), "--id", "photo", "--out", str(tmp_path / "g"),
+                      "--source-root", str(tmp_path), "--max-side", "400"]) == 0
+    picture = np.asarray(Image.open(next((tmp_path / "g" / "images").iterdir())).convert("RGB"))
+    assert tuple(int(v) for v in picture[180, 30]) == BACKGROUND  # the photo, not a grey canvas
+    assert "unreadable" not in (tmp_path / "g" / "index.html").read_text()
