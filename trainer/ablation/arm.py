@@ -1,0 +1,196 @@
+"""Train and evaluate one arm of the ablation on cached features, with its own small loop.
+
+The loop is deliberately plain: the ablation has to (1) train the tiny LM from scratch together
+with MoAI's parts, which the training recipes (frozen LM, as MoAI) do not do, (2) run a model
+without Compressor and Mixer, and (3) give every arm the very same initial weights, batches and
+steps. Everything else is the trainer's own code: `trainer.data` joins and tokenizes,
+`trainer.cache` holds the frozen CLIP features, `trainer.data.plan_batches` orders the data,
+`MoAIModel.forward` computes the loss and `MoAIModel.generate` answers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from trainer.data import IGNORE_INDEX, collate, plan_batches
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """The same for every arm: seed, batches, steps, optimizer."""
+    seed: int = 0
+    batch_size: int = 16
+    stage1_epochs: float = 1.0
+    stage2_epochs: float = 1.0
+    lr: float = 1e-3            # from scratch: far above MoAI's 2e-5 for a frozen pretrained LM
+    lm_lr: float = 1e-3
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 10.0
+    max_new_tokens: int = 8
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs <= 0:
+            raise ValueError(f"need non-negative epochs with a positive sum, got stage1_epochs="
+                             f"{self.stage1_epochs}, stage2_epochs={self.stage2_epochs}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+
+
+def language_model(model) -> torch.nn.Module:
+    for name in ("lm", "language_model"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return getattr(model, name)
+    raise AttributeError(f"{type(model).__name__} has no `lm` submodule; the ablation trains the LM from "
+                         "scratch and needs to reach it")
+
+
+def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, stage: int) -> list[list[int]]:
+    """Batches of sample indices: whole epochs of `plan_batches`, then a fraction of one more.
+
+    `lengths` must not depend on the arm (use the conversation's tokens, not the aux text), so
+    that every arm sees the same batches in the same order.
+    """
+    plan, epoch = [], 0
+    per_epoch = len(lengths) // batch_size
+    total = int(round(epochs * per_epoch))
+    while len(plan) < total:
+        epoch_plan = plan_batches(lengths, batch_size, 1, 1, seed + 100 * stage, epoch)
+        plan += [step[0] for step in epoch_plan]
+        epoch += 1
+    return plan[:total]
+
+
+def cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, log=print,
+                mixers_on: bool = True) -> list[float]:
+    """One stage: set_stage, LM unfrozen, AdamW + warm-up cosine; returns the per-step losses."""
+    model.set_stage(stage)
+    lm = language_model(model)
+    lm.requires_grad_(True)
+    lm_params = [p for p in lm.parameters()]
+    lm_ids = {id(p) for p in lm_params}
+    moai_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids]
+    optimizer = torch.optim.AdamW([{"params": lm_params, "lr": budget.lm_lr},
+                                   {"params": moai_params, "lr": budget.lr}], weight_decay=budget.weight_decay)
+    lengths = [len(s["input_ids"]) for s in dataset.samples]
+    plan = step_plan(lengths, budget.batch_size, budget.stage1_epochs if stage == 1 else budget.stage2_epochs,
+                     budget.seed, stage)
+    base = [g["lr"] for g in optimizer.param_groups]
+    warmup = max(1, int(budget.warmup_fraction * len(plan)))
+    losses, started = [], time.monotonic()
+    model.train()
+    with mixers(model, mixers_on):
+        for step, indices in enumerate(plan):
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = lr * cosine(step, len(plan), warmup)
+            batch = model_inputs(collate([dataset[i] for i in indices], pad_token_id))
+            # stage-1 expert draws depend only on (seed, stage, step): the same in every arm
+            generator = torch.Generator().manual_seed(budget.seed * 1_000_003 + stage * 100_003 + step)
+            loss = model(**batch, generator=generator).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           budget.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+            if step % 50 == 0 or step == len(plan) - 1:
+                recent = losses[-50:]
+                log(f"  stage {stage} step {step + 1}/{len(plan)} loss {sum(recent) / len(recent):.3f} "
+                    f"({time.monotonic() - started:.0f}s)")
+    model.eval()
+    return losses
+
+
+@contextmanager
+def mixers(model, on: bool):
+    """Run with the Mixers (MoAI) or without them (plain LM on image + text; no Compressor used)."""
+    if on:
+        yield
+        return
+    switch = getattr(model, "mixers_enabled", None)
+    if switch is None:
+        raise NotImplementedError(
+            "arm 'no-mixer' needs a way to run MoAIModel without its Mixers; this model has none")
+    previous = switch
+    model.mixers_enabled = False
+    try:
+        yield
+    finally:
+        model.mixers_enabled = previous
+
+
+@torch.no_grad()
+def answer(model, dataset, pad_token_id: int, budget: TrainBudget, mixers_on: bool = True,
+           batch_size: int = 32) -> dict[str, str]:
+    """Greedy answers (sample id -> text) to every held-out sample's question."""
+    tokenizer = model.tokenizer
+    answers = {}
+    model.eval()
+    with mixers(model, mixers_on):
+        for start in range(0, len(dataset), batch_size):
+            items = [prompt_only(dataset[i]) for i in range(start, min(len(dataset), start + batch_size))]
+            batch = model_inputs(collate(items, pad_token_id))
+            batch.pop("labels")
+            tokens = model.generate(**batch, max_new_tokens=budget.max_new_tokens)
+            for i, row in zip(range(start, start + len(items)), tokens):
+                answers[dataset.samples[i]["sample_id"]] = clean_answer(tokenizer.decode(row, skip_special_tokens=True))
+    return answers
+
+
+def model_inputs(batch: dict) -> dict:
+    """A collated cache batch as MoAIModel.forward takes it (cached features may be bf16)."""
+    batch = dict(batch)
+    for key in ("image_features", "ps_features"):
+        batch[key] = batch[key].float()  # (B, N, Dv)
+    return batch
+
+
+def prompt_only(item: dict) -> dict:
+    """A training item cut before its first answer token: what the model sees when asked."""
+    labels = item["labels"]
+    first = int((labels != IGNORE_INDEX).nonzero()[0])
+    return {**item, "input_ids": item["input_ids"][:first], "labels": labels[:first]}
+
+
+def clean_answer(text: str) -> str:
+    """The answer up to the end-of-turn markup or the first line break."""
+    for stop in ("<|im_end|>", "<|", "\n"):
+        text = text.split(stop)[0]
+    return text.strip()
+
+
+@torch.no_grad()
+def gate_weights(model, dataset, pad_token_id: int, batch_size: int = 32) -> dict[int, dict[str, list[float]]]:
+    """Mean stage-2 gate weights per Mixer layer over held-out prompts: image (aux, lang, self),
+    language (aux, img, self)."""
+    model.set_stage(2)
+    model.eval()
+    sums: dict[int, dict[str, torch.Tensor]] = {}
+    counts: dict[int, dict[str, float]] = {}
+    for start in range(0, len(dataset), batch_size):
+        batch = model_inputs(collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))],
+                                     pad_token_id))
+        out = model(**batch)
+        for layer, weights in out.gate_weights.items():
+            s = sums.setdefault(layer, {"image": torch.zeros(3), "language": torch.zeros(3)})
+            c = counts.setdefault(layer, {"image": 0.0, "language": 0.0})
+            s["image"] += weights.image.float().reshape(-1, 3).sum(0)
+            c["image"] += weights.image.shape[0] * weights.image.shape[1]
+            mask = weights.language_mask.bool()
+            s["language"] += weights.language[mask].float().sum(0)
+            c["language"] += float(mask.sum())
+    return {layer: {side: (sums[layer][side] / max(counts[layer][side], 1)).tolist() for side in ("image", "language")}
+            for layer in sorted(sums)}

@@ -1,0 +1,228 @@
+"""The ablation: does MoAI's auxiliary information reach the answers?
+
+    trainer ablation --out runs/ablation            # ~30 min on a 2-core CPU
+    trainer ablation --out runs/ablation --quick    # a few minutes: smoke run, numbers meaningless
+
+Three arms, trained with the same seed, initial weights, batches, expert draws and steps:
+  moai      oracle annotations: verbalized ground truth + ps_map, Compressor and Mixer
+  no-aux    the same model, aux removed: empty auxiliary text and an all-zero ps_map
+  no-mixer  no Compressor and no Mixer at all: the LM reads image tokens and the question
+The tiny LM is trained from scratch together with MoAI's parts (MoAI freezes a pretrained LM;
+offline we have none). Held-out scenes are disjoint from training scenes. Output: exact-match
+accuracy per question type x arm, and the stage-2 gate weights per Mixer layer of the moai arm.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ARMS = ("moai", "no-aux", "no-mixer")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    out: str = "runs/ablation"
+    seed: int = 0
+    train_scenes: int = 1000
+    heldout_scenes: int = 120
+    batch_size: int = 16
+    stage1_epochs: float = 1.0
+    stage2_epochs: float = 1.0
+    arms: tuple[str, ...] = ARMS
+
+    def __post_init__(self):
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms!r}")
+
+
+QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8)
+
+
+def missing_trainer_parts() -> list[str]:
+    """What the ablation needs from the trainer and cannot find (empty when all is there)."""
+    missing = []
+    try:
+        from trainer.model import MoAIModel  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"trainer.model.MoAIModel ({exc})")
+    try:
+        from trainer.model.tiny import build_tiny_backbones, tiny_config  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"trainer.model.tiny.build_tiny_backbones / tiny_config ({exc})")
+    try:
+        from trainer.cache import CachedDataset, build_cache  # noqa: F401
+        from trainer.data import collate, plan_batches  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"trainer.cache / trainer.data ({exc})")
+    return missing
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_model(backbones: Path):
+    from trainer.model import MoAIModel
+    from trainer.model.tiny import build_tiny_backbones, tiny_config
+    if not (backbones / "done").is_file():
+        build_tiny_backbones(backbones)
+        (backbones / "done").write_text("ok\n")
+    return MoAIModel.from_config(tiny_config(backbones))
+
+
+def prepare(cfg: AblationConfig) -> dict:
+    """Corpus, tiny backbones and the three feature caches (reused when already there)."""
+    import torch
+
+    from schemas import read_annotations
+    from trainer.cache import CachedDataset, build_cache
+    from trainer.data import ANNOTATION_COLUMNS, load_conversations
+
+    from .corpus import CorpusConfig, corpus_paths, write_corpus
+
+    out = Path(cfg.out)
+    corpus_cfg = CorpusConfig(seed=cfg.seed, train_scenes=cfg.train_scenes, heldout_scenes=cfg.heldout_scenes)
+    stamp = out / "corpus" / "config.json"
+    wanted = json.dumps(asdict(corpus_cfg), sort_keys=True)
+    if not stamp.is_file() or stamp.read_text() != wanted:
+        started = time.monotonic()
+        paths = write_corpus(out / "corpus", corpus_cfg)
+        stamp.write_text(wanted)
+        log(f"corpus: {cfg.train_scenes} + {cfg.heldout_scenes} scenes in {time.monotonic() - started:.0f}s")
+        for stale in (out / "cache").glob("*/index.parquet"):
+            stale.unlink()
+    paths = corpus_paths(out / "corpus")
+    torch.manual_seed(cfg.seed)
+    model = build_model(out / "backbones")
+    datasets = {}
+    for name, annotations, conversations in (("train-oracle", paths.oracle, paths.train),
+                                             ("train-blank", paths.blank, paths.train),
+                                             ("heldout-oracle", paths.oracle, paths.heldout),
+                                             ("heldout-blank", paths.blank, paths.heldout)):
+        cache = out / "cache" / name
+        if not (cache / "index.parquet").is_file():
+            started = time.monotonic()
+            table = read_annotations(annotations, columns=ANNOTATION_COLUMNS)
+            report = build_cache(model, table, load_conversations(conversations), cache, dtype="float32",
+                                 progress=False)
+            log(f"cache {name}: {report.summary()} ({time.monotonic() - started:.0f}s)")
+        datasets[name] = CachedDataset(cache)
+    for split in ("train", "heldout"):
+        a, b = datasets[f"{split}-oracle"].samples, datasets[f"{split}-blank"].samples
+        if [s["sample_id"] for s in a] != [s["sample_id"] for s in b] or \
+                [s["input_ids"] for s in a] != [s["input_ids"] for s in b]:
+            raise RuntimeError(f"{split}: oracle and blank caches disagree on samples; delete {out / 'cache'}")
+    return {"paths": paths, "datasets": datasets}
+
+
+def run_arm(arm: str, cfg: AblationConfig, datasets: dict, budget) -> dict:
+    import torch
+
+    from . import arm as arm_lib
+    from .evaluate import write_answers
+
+    aux = "blank" if arm == "no-aux" else "oracle"
+    mixers_on = arm != "no-mixer"
+    torch.manual_seed(cfg.seed)  # identical initial weights in every arm
+    model = build_model(Path(cfg.out) / "backbones")
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    started = time.monotonic()
+    losses = {}
+    for stage in (1, 2):
+        log(f"[{arm}] stage {stage}")
+        losses[stage] = arm_lib.train_stage(model, datasets[f"train-{aux}"], stage, budget, pad, log=log,
+                                            mixers_on=mixers_on)
+    answers = arm_lib.answer(model, datasets[f"heldout-{aux}"], pad, budget, mixers_on=mixers_on)
+    write_answers(answers, Path(cfg.out) / "answers" / f"{arm}.jsonl")
+    gates = arm_lib.gate_weights(model, datasets[f"heldout-{aux}"], pad) if mixers_on else {}
+    result = {"answers": answers, "gates": gates, "seconds": time.monotonic() - started,
+              "final_loss": {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}}
+    log(f"[{arm}] done in {result['seconds']:.0f}s; final losses {result['final_loss']}")
+    return result
+
+
+def format_table(heldout: list[dict], results: dict[str, dict]) -> str:
+    from .evaluate import score
+    from .questions import QUESTION_TYPES
+
+    arms = list(results)
+    scores = {arm: score(heldout, results[arm]["answers"]) for arm in arms}
+    header = f"| question type | held-out questions | " + " | ".join(arms) + " |"
+    lines = [header, "|" + "---|" * (2 + len(arms))]
+    for kind in (*QUESTION_TYPES, "all"):
+        total = scores[arms[0]][kind].total
+        cells = [f"{100 * scores[a][kind].accuracy:.1f} %" for a in arms]
+        lines.append(f"| {kind} | {total} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_gates(gates: dict) -> str:
+    lines = ["| Mixer layer | image tokens: aux / lang / self | language tokens: aux / img / self |",
+             "|---|---|---|"]
+    for layer, sides in gates.items():
+        image, language = (" / ".join(f"{w:.3f}" for w in sides[s]) for s in ("image", "language"))
+        lines.append(f"| {layer} | {image} | {language} |")
+    return "\n".join(lines)
+
+
+def run(cfg: AblationConfig) -> str:
+    missing = missing_trainer_parts()
+    if missing:
+        raise RuntimeError("the ablation needs the MoAI model and its feature cache, which are missing:\n  - "
+                           + "\n  - ".join(missing))
+    from .arm import TrainBudget
+
+    started = time.monotonic()
+    prepared = prepare(cfg)
+    budget = TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
+                         stage2_epochs=cfg.stage2_epochs)
+    results = {arm: run_arm(arm, cfg, prepared["datasets"], budget) for arm in cfg.arms}
+    heldout = json.loads(prepared["paths"].heldout.read_text())
+    report = [f"Ablation ({cfg.train_scenes} training scenes, "
+              f"{len(prepared['datasets']['train-oracle'])} training questions, batch {cfg.batch_size}, "
+              f"{cfg.stage1_epochs:g} + {cfg.stage2_epochs:g} epochs, seed {cfg.seed}; "
+              f"{time.monotonic() - started:.0f}s in all)", "", "Exact-match accuracy on held-out scenes:", "",
+              format_table(heldout, results)]
+    if "moai" in results:
+        report += ["", "Stage-2 gate weights of the moai arm (mean over held-out prompt tokens):", "",
+                   format_gates(results["moai"]["gates"])]
+    text = "\n".join(report)
+    out = Path(cfg.out)
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"config": asdict(cfg), "budget": asdict(budget),
+         **{arm: {k: v for k, v in r.items() if k != "answers"} for arm, r in results.items()}},
+        indent=2, default=str) + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainer ablation", description=__doc__.splitlines()[0],
+                                     epilog="Arms: " + ", ".join(ARMS))
+    parser.add_argument("--out", default=AblationConfig.out, help="working directory (corpus, caches, results)")
+    parser.add_argument("--quick", action="store_true", help="a few-minute smoke run on a tiny corpus")
+    parser.add_argument("--seed", type=int, default=AblationConfig.seed)
+    parser.add_argument("--train-scenes", type=int)
+    parser.add_argument("--heldout-scenes", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--stage1-epochs", type=float)
+    parser.add_argument("--stage2-epochs", type=float)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    args = parser.parse_args(argv)
+    cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms))
+    if args.quick:
+        cfg = replace(cfg, **QUICK)
+    overrides = {k: getattr(args, k) for k in ("train_scenes", "heldout_scenes", "batch_size",
+                                              "stage1_epochs", "stage2_epochs") if getattr(args, k) is not None}
+    cfg = replace(cfg, **overrides)
+    try:
+        print(run(cfg))
+    except (RuntimeError, NotImplementedError) as exc:
+        print(f"trainer ablation: {exc}", file=sys.stderr)
+        return 2
+    return 0
