@@ -1,0 +1,197 @@
+"""`python -m pipeline run --input ... --output ...`: annotate a corpus into Parquet with Ray Data.
+
+read (listing) -> decode on CPU tasks -> one actor pool per enabled annotator -> verbalize ->
+Parquet files of `rows_per_file` rows with provenance metadata. Every input image ends as exactly
+one row (ok or error). Re-running with the same output annotates only what is not there yet.
+
+Ray: `--address` / $RAY_ADDRESS connects to a cluster (this is what `ray job submit` gives the
+job); otherwise an embedded local Ray on 127.0.0.1 uses this machine's CPUs and GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+
+from schemas.schema import SCHEMA_VERSION, STATUS_ERROR, error_row, rows_to_table
+
+from .config import PROFILES, RunConfig, check_columns, load_config
+from .decode import decode_batch
+from .inputs import Item, filesystem_for, list_inputs
+from .resume import AnnotationDatasink, clear_tmp, drop_rows, read_done, write_atomic
+from .stages import AnnotateStage, annotator_class, finalize
+
+PACKAGES = ("ray", "pyarrow", "torch", "transformers", "paddleocr", "ultralytics", "numpy", "pillow")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", help="directory, glob, URI, manifest (.parquet/.csv: id,path) or LLaVA JSON")
+    parser.add_argument("--output", help="output directory (local or pyarrow filesystem URI)")
+    parser.add_argument("--config", default="moai", help=f"profile {PROFILES} or a YAML file (default moai)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. annotators.ocr.enabled=false (repeatable)")
+    parser.add_argument("--only", help="comma-separated annotators to enable (others off)")
+    parser.add_argument("--image-root", dest="image_root", help="base for relative paths in a manifest/JSON")
+    parser.add_argument("--address", help="Ray address (default $RAY_ADDRESS, else embedded local Ray)")
+    parser.add_argument("--retry-errors", dest="retry_errors", action="store_true", default=None,
+                        help="re-annotate images whose stored row is an error")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.overrides)
+    if args.only is not None:
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        base = load_config(args.config)
+        unknown = wanted - set(base.annotators)
+        if unknown:
+            raise ValueError(f"--only names unknown annotators {sorted(unknown)}; known {sorted(base.annotators)}")
+        overrides = [f"annotators.{name}.enabled={'true' if name in wanted else 'false'}"
+                     for name in base.annotators] + overrides
+    return load_config(args.config, overrides, input=args.input, output=args.output,
+                       image_root=args.image_root, address=args.address, retry_errors=args.retry_errors)
+
+
+def stage_options(cfg: RunConfig) -> dict[str, dict]:
+    """Each enabled annotator's Config options; tiny stages first write their small model."""
+    options = {}
+    for name, stage in cfg.enabled.items():
+        opts = dict(stage.options)
+        if stage.tiny:
+            module = importlib.import_module(annotator_class(stage.kind).__module__)
+            opts = {**module.tiny_config(os.path.join(cfg.tiny_workdir, name)), **opts}
+        options[name] = opts
+    return options
+
+
+def run_provenance(cfg: RunConfig, options: dict) -> dict:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"schema_version": SCHEMA_VERSION, "working_size": cfg.working_size,
+            "verbalization": {k: getattr(v, "value", v) for k, v in asdict(cfg.verbalize).items()},
+            "stages": {n: {"kind": s.kind, "options": options[n]} for n, s in cfg.enabled.items()},
+            "packages": versions}
+
+
+def init_ray(cfg: RunConfig):
+    import ray
+    if ray.is_initialized():
+        return ray
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind to 127.0.0.1 only
+        kwargs = {"num_cpus": cfg.num_cpus or None, "object_store_memory": cfg.object_store_memory or None}
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 **{k: v for k, v in kwargs.items() if v})
+    return ray
+
+
+def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
+    """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize."""
+    from ray.data import ActorPoolStrategy
+    blocks = max(1, min(len(todo) // cfg.decode_batch_size + 1, 1000))
+    ds = ray.data.from_items([{"image_id": i.image_id, "source": i.source} for i in todo],
+                             override_num_blocks=blocks)
+    ds = ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=cfg.decode_batch_size,
+                        fn_kwargs={"working_size": cfg.working_size, "max_pixels": cfg.max_pixels},
+                        num_cpus=cfg.decode_num_cpus)
+    for name, stage in cfg.enabled.items():
+        ds = ds.map_batches(
+            AnnotateStage, batch_format="pyarrow", batch_size=stage.batch_size,
+            fn_constructor_kwargs={"stage": name, "kind": stage.kind, "options": options[name],
+                                   "working_size": cfg.working_size},
+            compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.max_actors),
+            num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
+            max_restarts=stage.max_restarts, max_task_retries=stage.max_task_retries)
+    return ds.map_batches(finalize, batch_format="pyarrow", fn_kwargs={"verbalize": cfg.verbalize})
+
+
+def account_for_lost(cfg: RunConfig, todo: list[Item], provenance: dict, reason: str) -> int:
+    """Images of this run that reached no file (their batch died after all restarts): error rows."""
+    done = read_done(cfg.output).status
+    lost = [item for item in todo if item.image_id not in done]
+    if lost:
+        rows = [error_row(i.image_id, i.source, "worker", reason) for i in lost]
+        fs, root = filesystem_for(cfg.output)
+        write_atomic(fs, root, f"part-lost-{int(time.time() * 1000)}.parquet", rows_to_table(rows, provenance))
+    return len(lost)
+
+
+def summarize(cfg: RunConfig, todo: list[Item], skipped: int, seconds: float, lost: int) -> dict:
+    import pyarrow.parquet as pq
+    from .resume import data_files
+    fs, root = filesystem_for(cfg.output)
+    ids = {i.image_id for i in todo}
+    status, kinds = Counter(), Counter()
+    for path in data_files(fs, root):
+        table = pq.read_table(path, filesystem=fs, columns=["image_id", "status", "error"])
+        for row in table.to_pylist():
+            if row["image_id"] in ids:
+                status[row["status"]] += 1
+                if row["status"] == STATUS_ERROR:
+                    kinds[row["error"]["stage"]] += 1
+    return {"ok": status["ok"], "error": status["error"], "skipped": skipped, "lost": lost,
+            "errors_by_stage": dict(kinds), "seconds": round(seconds, 2),
+            "images_per_s": round(len(todo) / seconds, 2) if seconds > 0 else 0.0, "output": cfg.output}
+
+
+def run(cfg: RunConfig) -> dict:
+    cfg.check_runnable()
+    check_columns({name: tuple(annotator_class(s.kind).columns) for name, s in cfg.enabled.items()})
+    items = list_inputs(cfg.input, cfg.image_root)
+    clear_tmp(cfg.output)
+    done = read_done(cfg.output)
+    if cfg.retry_errors:
+        retry = {i.image_id for i in items} & (set(done.status) - done.ids(retry_errors=True))
+        print(f"retrying {drop_rows(cfg.output, retry)} error rows", flush=True)
+    finished = done.ids(cfg.retry_errors)
+    todo = [item for item in items if item.image_id not in finished]
+    skipped = len(items) - len(todo)
+    print(f"{len(items)} images: {skipped} already in {cfg.output}, {len(todo)} to annotate with "
+          f"{sorted(cfg.enabled) or 'no annotators'}", flush=True)
+    start = time.perf_counter()
+    lost = 0
+    if todo:
+        options = stage_options(cfg)
+        provenance = run_provenance(cfg, options)
+        ray = init_ray(cfg)
+        context = ray.data.DataContext.get_current()
+        context.max_errored_blocks = cfg.max_errored_blocks
+        build_dataset(ray, cfg, todo, options).write_datasink(
+            AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
+        lost = account_for_lost(cfg, todo, provenance,
+                                "its batch failed on every attempt (worker crashed after all restarts; see Ray logs)")
+    summary = summarize(cfg, todo, skipped, time.perf_counter() - start, lost)
+    by_stage = ", ".join(f"{k}={v}" for k, v in sorted(summary["errors_by_stage"].items())) or "none"
+    print(f"summary: ok={summary['ok']} error={summary['error']} skipped={summary['skipped']} "
+          f"(errors by stage: {by_stage}) {summary['images_per_s']} images/s in {summary['seconds']} s "
+          f"-> {summary['output']}", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        cfg.check_runnable()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
