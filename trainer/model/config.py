@@ -1,0 +1,110 @@
+"""MoAIConfig: what the MoAI wrapper needs to build itself around two local backbones.
+
+Sizes default to the published MoAI-7B (reference §5-§7); `tiny_config` in tiny.py shrinks them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+COMPAT_MODES = ("none", "moai")
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class MoAIConfig:
+    """Frozen, validated settings of a MoAI model.
+
+    lm / vision: local folders holding a Hugging Face causal LM (+ tokenizer) and a CLIP vision model.
+    mixer_layers: 0-based decoder layers that get a Mixer; None = every 8th (7, 15, 23, 31 of 32).
+    compat: 'none' normalizes the PS colour map correctly; 'moai' reproduces the published quirk
+        (colour map in [0, 1] normalized as if 0-255, reference §4).
+    trust_remote_code: only for LMs shipped as remote code (InternLM2); never turned on implicitly.
+    """
+
+    lm: str
+    vision: str
+    num_latents: int = 64
+    compressor_depth: int = 4
+    compressor_heads: int = 4
+    compressor_head_dim: int = 64
+    ff_mult: int = 1
+    expert_rank: int = 64
+    expert_heads: int = 4
+    mixer_layers: tuple[int, ...] | None = None
+    image_size: int = 490
+    compat: str = "none"
+    image_token: str = "<image>"
+    trust_remote_code: bool = False
+    torch_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("lm", "vision", "image_token"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"MoAIConfig.{name} must be a non-empty string, got {value!r}")
+        for name in ("num_latents", "compressor_depth", "compressor_heads", "compressor_head_dim",
+                     "ff_mult", "expert_rank", "expert_heads", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MoAIConfig.{name} must be a positive int, got {value!r}")
+        if self.mixer_layers is not None:
+            layers = tuple(self.mixer_layers)
+            if not layers:
+                raise ValueError("MoAIConfig.mixer_layers is empty; give at least one layer or None "
+                                 "for every 8th layer")
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+                raise ValueError(f"MoAIConfig.mixer_layers must hold non-negative ints, got {layers!r}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"MoAIConfig.mixer_layers has duplicates: {layers!r}")
+            object.__setattr__(self, "mixer_layers", tuple(sorted(layers)))
+        if self.compat not in COMPAT_MODES:
+            raise ValueError(f"MoAIConfig.compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"MoAIConfig.torch_dtype must be one of {TORCH_DTYPES}, got {self.torch_dtype!r}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ValueError(f"MoAIConfig.trust_remote_code must be a bool, got {self.trust_remote_code!r}")
+
+    def resolve_mixer_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The Mixer layers for an LM with `num_layers` decoder layers, checked against it."""
+        layers = self.mixer_layers
+        if layers is None:
+            layers = tuple(range(7, num_layers, 8))
+            if not layers:
+                raise ValueError(f"the LM has {num_layers} decoder layers, fewer than 8, so 'every 8th layer' "
+                                 "selects none; set MoAIConfig.mixer_layers explicitly")
+        bad = [i for i in layers if i >= num_layers]
+        if bad:
+            raise ValueError(f"MoAIConfig.mixer_layers {bad} out of range for an LM with {num_layers} layers")
+        return tuple(layers)
+
+    @property
+    def dtype(self):
+        import torch
+        return getattr(torch, self.torch_dtype)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        if out["mixer_layers"] is not None:
+            out["mixer_layers"] = list(out["mixer_layers"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MoAIConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MoAIConfig fields {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if data.get("mixer_layers") is not None:
+            data["mixer_layers"] = tuple(data["mixer_layers"])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MoAIConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
