@@ -41,11 +41,22 @@ def render(lines: list[tuple[str, tuple[int, int], int]], upside_down: list[tupl
 
 
 class NetworkGuard:
-    """Records (and refuses) every attempt to open an internet connection."""
+    """Records (and refuses) every attempt to resolve an internet host or open a connection.
+
+    Name lookups count too: without a network, PaddleX's model-hoster check fails at DNS and
+    never reaches connect().
+    """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.attempts: list[object] = []
         real_connect = socket.socket.connect
+        real_getaddrinfo = socket.getaddrinfo
+
+        def getaddrinfo(host, *args, **kwargs):
+            if host not in (None, "localhost", "::1") and not str(host).startswith("127."):
+                self.attempts.append(host)
+                raise socket.gaierror(f"test forbids network access (resolving {host})")
+            return real_getaddrinfo(host, *args, **kwargs)
 
         def connect(sock, address):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -59,6 +70,7 @@ class NetworkGuard:
 
         monkeypatch.setattr(socket.socket, "connect", connect)
         monkeypatch.setattr(socket, "create_connection", create_connection)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +186,7 @@ def test_nothing_touches_the_network(ocr, guarded):
     assert ocr(image[None])[0]["ocr"][0]["text"] == TEXT
     assert guard.attempts == []
     with pytest.raises(OSError, match="forbids network"):
-        socket.create_connection(("192.0.2.1", 80))  # the guard itself is live
+        socket.getaddrinfo("huggingface.co", 443)  # the guard itself is live
     guard.attempts.clear()
 
 
