@@ -1,0 +1,194 @@
+"""The feature cache: frozen CLIP features of each photo and its panoptic colour map, computed once.
+
+Layout of `--out DIR`:
+  index.parquet              one row per sample: ids, tokenized conversation and auxiliary text,
+                             and where its image's features live (shard, slot)
+  features-00000.safetensors image_features (n, N, Dv) and ps_features (n, N, Dv), one slot per image
+  meta.json                  model config, dtype, bytes per sample, the join report
+Shards are read lazily (`safe_open` memory-maps; one slot is one slice), so training streams
+the cache without loading it. Images shared by several conversations are encoded once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .data import (
+    ANNOTATION_COLUMNS, JoinReport, PromptFormat, _text_tensors, join_samples, load_conversations, load_image,
+    load_ps_ids,
+)
+
+INDEX_FILE = "index.parquet"
+META_FILE = "meta.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def shard_name(k: int) -> str:
+    return f"features-{k:05d}.safetensors"
+
+
+def _write_shard(out: Path, k: int, image_feats: list, ps_feats: list) -> None:
+    from safetensors.torch import save_file
+    save_file({"image_features": torch.cat(image_feats), "ps_features": torch.cat(ps_feats)},
+              str(out / shard_name(k)))
+
+
+@torch.no_grad()
+def build_cache(model, table, conversations: list[dict], out: str | os.PathLike, *,
+                prompt: PromptFormat = PromptFormat(), max_length: int | None = None,
+                dtype: str = "bfloat16", batch_size: int = 8, shard_size: int = 256,
+                device: str = "cpu", progress: bool = True) -> JoinReport:
+    """Encode every image that some usable conversation refers to; write shards + index + meta.
+
+    Images that cannot be read are reported (`unreadable_image`) and their samples left out.
+    """
+    from tqdm import tqdm
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples, report = join_samples(table, conversations, model.tokenizer, model.image_token_id, prompt, max_length)
+    rows = sorted({s["row"] for s in samples})
+    sources = table.column("source").to_pylist()
+    ps_maps = table.column("ps_map")
+    where, unreadable = {}, {}
+    image_feats, ps_feats, shard, filled = [], [], 0, 0
+    model.eval().to(device)
+    size = model.config.image_size
+    for start in tqdm(range(0, len(rows), batch_size), desc="cache", unit="batch", disable=not progress):
+        batch_rows, images, ps_ids = [], [], []
+        for row in rows[start:start + batch_size]:
+            try:
+                images.append(load_image(sources[row], size))
+            except Exception as exc:  # a vanished or corrupt file: report, never crash the cache
+                unreadable[row] = f"{sources[row]}: {type(exc).__name__}: {exc}"
+                continue
+            ps_ids.append(load_ps_ids(ps_maps[row].as_py(), size))
+            batch_rows.append(row)
+        if not batch_rows:
+            continue
+        pixels = model.image_pixel_values(torch.from_numpy(np.stack(images)).to(device))  # (B, 3, 490, 490)
+        ps_pixels = model.ps_pixel_values(torch.from_numpy(np.stack(ps_ids)).to(device))  # (B, 3, 490, 490)
+        image_feats.append(model.encode_vision(pixels).to("cpu", DTYPES[dtype]))  # (B, N, Dv)
+        ps_feats.append(model.encode_vision(ps_pixels).to("cpu", DTYPES[dtype]))
+        for row in batch_rows:
+            where[row] = (shard, filled)
+            filled += 1
+        if filled >= shard_size:
+            _write_shard(out, shard, image_feats, ps_feats)
+            image_feats, ps_feats, shard, filled = [], [], shard + 1, 0
+    if filled:
+        _write_shard(out, shard, image_feats, ps_feats)
+
+    kept = []
+    for s in samples:
+        if s["row"] in where:
+            kept.append(s)
+        else:
+            report.examples.setdefault("unreadable_image", [])
+            if len(report.examples["unreadable_image"]) < 10:
+                report.examples["unreadable_image"].append(f"{s['sample_id']}: {unreadable[s['row']]}")
+    report.samples = len(kept)
+    unreadable_samples = len(samples) - len(kept)
+    index = pa.table({
+        "sample_id": [s["sample_id"] for s in kept],
+        "image_id": [s["image_id"] for s in kept],
+        "input_ids": pa.array([s["input_ids"] for s in kept], pa.list_(pa.int32())),
+        "labels": pa.array([s["labels"] for s in kept], pa.list_(pa.int32())),
+        "aux_input_ids": pa.array([s["aux_input_ids"] for s in kept], pa.list_(pa.int32())),
+        "shard": pa.array([where[s["row"]][0] for s in kept], pa.int32()),
+        "slot": pa.array([where[s["row"]][1] for s in kept], pa.int32()),
+    })
+    pq.write_table(index, out / INDEX_FILE)
+    feature_shape = tuple(image_feats[0].shape[1:]) if image_feats else None
+    if feature_shape is None and where:
+        from safetensors import safe_open
+        with safe_open(str(out / shard_name(0)), "pt") as f:
+            feature_shape = tuple(f.get_slice("image_features").get_shape()[1:])
+    bytes_per_image = 2 * int(np.prod(feature_shape or (0,))) * torch.finfo(DTYPES[dtype]).bits // 8
+    meta = {"model": model.config.to_dict(), "dtype": dtype, "images": len(where), "samples": len(kept),
+            "unreadable_image": unreadable_samples, "feature_shape": list(feature_shape or []),
+            "bytes_per_image": bytes_per_image, "prompt": prompt.__dict__, "max_length": max_length,
+            "join_report": report.__dict__}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return report
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """Samples from a cache directory; each item reads one image's slot from its shard (mmap)."""
+
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.dir = Path(cache_dir)
+        if not (self.dir / INDEX_FILE).is_file():
+            raise FileNotFoundError(f"{self.dir} is not a feature cache (no {INDEX_FILE}); "
+                                    "make one with `trainer cache`")
+        self.meta = json.loads((self.dir / META_FILE).read_text())
+        index = pq.read_table(self.dir / INDEX_FILE).to_pydict()
+        self.samples = [{"sample_id": sid, "image_id": iid, "input_ids": ii, "labels": lb,
+                         "aux_input_ids": ax, "shard": sh, "slot": sl}
+                        for sid, iid, ii, lb, ax, sh, sl in zip(*(index[k] for k in (
+                            "sample_id", "image_id", "input_ids", "labels", "aux_input_ids", "shard", "slot")))]
+        self._handles: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _shard(self, k: int):
+        if k not in self._handles:  # opened per DataLoader worker, on first use
+            from safetensors import safe_open
+            self._handles[k] = safe_open(str(self.dir / shard_name(k)), framework="pt")
+        return self._handles[k]
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        shard = self._shard(s["shard"])
+        return {**_text_tensors(s),
+                "image_features": shard.get_slice("image_features")[s["slot"]:s["slot"] + 1][0],  # (N, Dv)
+                "ps_features": shard.get_slice("ps_features")[s["slot"]:s["slot"] + 1][0]}
+
+    def __getstate__(self):  # DataLoader workers reopen shards themselves
+        return {**self.__dict__, "_handles": {}}
+
+
+def check_compatible(meta: dict, model_config: dict) -> None:
+    """A cache is only valid for the vision tower and tokenizer it was made with."""
+    cached = meta["model"]
+    for key in ("vision", "lm", "image_size", "compat", "image_token"):
+        if key in cached and key in model_config and cached[key] != model_config[key]:
+            raise ValueError(f"feature cache was made with {key}={cached[key]!r} but the recipe's model has "
+                             f"{key}={model_config[key]!r}; rebuild the cache with `trainer cache`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from schemas import read_annotations
+
+    from .train import build_model, load_recipe
+    parser = argparse.ArgumentParser(prog="trainer cache", description=__doc__.splitlines()[0])
+    parser.add_argument("--annotations", required=True, help="pipeline output: a Parquet file or directory")
+    parser.add_argument("--conversations", required=True, help="LLaVA/ShareGPT4V conversation JSON")
+    parser.add_argument("--out", required=True, help="cache directory to write")
+    parser.add_argument("--recipe", required=True, help="recipe YAML naming the model (vision tower, tokenizer)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=256, help="images per shard file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    model = build_model(recipe["model"])
+    table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)
+    report = build_cache(model, table, load_conversations(args.conversations), args.out,
+                         prompt=PromptFormat.from_dict(recipe["data"].get("prompt")),
+                         max_length=recipe["data"].get("max_length"), dtype=args.dtype,
+                         batch_size=args.batch_size, shard_size=args.shard_size, device=args.device)
+    report.write(Path(args.out) / "join_report.json")
+    meta = json.loads((Path(args.out) / META_FILE).read_text())
+    print(report.summary(), file=sys.stderr)
+    print(f"cache: {meta['images']} images, {meta['samples']} samples, "
+          f"{meta['bytes_per_image'] / 2**20:.2f} MiB of features per image -> {args.out}")
+    return 0

@@ -1,0 +1,55 @@
+"""`trainer` command: subcommands dispatch to their module's main(argv), imported only when used.
+
+    trainer cache --annotations DIR --conversations FILE --out DIR --recipe FILE
+    trainer train --recipe FILE --stage 1|2 [--resume] [--set section.key=value ...]
+    trainer ablation ...      (when trainer.ablation is installed)
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+COMMANDS = {
+    "cache": ("trainer.cache", "compute the frozen CLIP features and tokenized aux text once"),
+    "train": ("trainer.train", "train one stage (1: experts drawn at random, 2: gated mixing)"),
+    "generate": ("trainer.generate", "answer a question about an image with a trained model"),
+    "ablation": ("trainer.ablation", "ablation studies"),
+}
+
+
+def available() -> dict[str, str]:
+    found = {}
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            if importlib.util.find_spec(module) is not None:
+                found[name] = help_text
+        except ModuleNotFoundError:
+            continue
+    return found
+
+
+def usage() -> str:
+    lines = ["usage: trainer COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in available().items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in available():
+        print(f"trainer: unknown command {command!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    if not hasattr(module, "main"):
+        print(f"trainer: {COMMANDS[command][0]} has no main(argv)", file=sys.stderr)
+        return 2
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
