@@ -71,23 +71,24 @@ def resize_masks(logits: torch.Tensor, out_size: tuple[int, int], img_shape: tup
     return logits[:, rows.to(logits.device)][:, :, cols.to(logits.device)]
 
 
-def _iou_with_first(masks: torch.Tensor, ids: list[int]) -> torch.Tensor:
-    """IoU of masks[ids[0]] with masks[ids[1:]] on flattened float binary masks (0/0 -> NaN)."""
-    base = masks[ids[0]].unsqueeze(0)
-    others = masks[ids[1:]]
-    return (base.mm(others.transpose(0, 1)) / ((base + others) > 0).sum(-1))[0]
+def pairwise_iou(masks: torch.Tensor) -> torch.Tensor:
+    """(N, P) float 0/1 masks -> (N, N) IoU, 0/0 = NaN. Counts are exact integers in float32 (< 2**24
+    pixels), so each entry equals OpenPSG's per-pair `inter / union` bit for bit."""
+    inter = masks.mm(masks.transpose(0, 1))
+    area = masks.sum(1)
+    return inter / (area[:, None] + area[None, :] - inter)
 
 
-def _greedy_groups(ids: list[int], masks: torch.Tensor, iou: float, partner: torch.Tensor | None = None):
-    """Greedy: the first remaining id absorbs every other whose IoU (and partner IoU) > iou."""
+def _greedy_groups(ids: list[int], iou: torch.Tensor, threshold: float, partner: torch.Tensor | None = None):
+    """Greedy: the first remaining id absorbs every other whose IoU (and partner IoU) with it > threshold."""
     while ids:
         base, rest = ids[0], ids[1:]
         absorbed, left = [base], []
         if rest:
-            ious = _iou_with_first(masks, ids)
-            partner_ious = _iou_with_first(partner, ids) if partner is not None else ious
-            for a, b, other in zip(ious.tolist(), partner_ious.tolist(), rest):
-                (absorbed if a > iou and b > iou else left).append(other)
+            ious = iou[base, rest].tolist()
+            partner_ious = partner[base, rest].tolist() if partner is not None else ious
+            for a, b, other in zip(ious, partner_ious, rest):
+                (absorbed if a > threshold and b > threshold else left).append(other)
         yield absorbed
         ids = left
 
@@ -137,10 +138,10 @@ def postprocess(s_cls: torch.Tensor, o_cls: torch.Tensor, r_cls: torch.Tensor,
     groups = defaultdict(list)
     for k, key in enumerate(zip(s_labels.tolist(), o_labels.tolist(), r_labels.tolist())):
         groups[key].append(k)
-    s_flat, o_flat = s_bin.float().flatten(1), o_bin.float().flatten(1)
+    s_iou, o_iou = pairwise_iou(s_bin.float().flatten(1)), pairwise_iou(o_bin.float().flatten(1))
     keep_tri = torch.ones_like(r_labels, dtype=torch.bool)
     for ids in groups.values():
-        for absorbed in _greedy_groups(ids, s_flat, cfg.dedup_iou, partner=o_flat):
+        for absorbed in _greedy_groups(ids, s_iou, cfg.dedup_iou, partner=o_iou):
             keep_tri[absorbed[1:]] = False
     k_count = int(keep_tri.sum())
 
@@ -176,7 +177,7 @@ def postprocess(s_cls: torch.Tensor, o_cls: torch.Tensor, r_cls: torch.Tensor,
     labels0 = torch.cat((s_labels[keep], o_labels[keep]), 0) - 1  # (N,) 0-based
     entry_scores = torch.cat((s_scores[keep], o_scores[keep]), 0)
     logits = torch.cat((s_logit_maps[keep_tri][keep], o_logit_maps[keep_tri][keep]), 0)  # (N, H0, W0)
-    binary = torch.cat((s_bin[keep], o_bin[keep]), 0).float().flatten(1)
+    entry_iou = pairwise_iou(torch.cat((s_bin[keep], o_bin[keep]), 0).float().flatten(1))
     rep = list(range(len(labels0)))
     by_class = defaultdict(list)
     for i, label in enumerate(labels0.tolist()):
@@ -186,7 +187,7 @@ def postprocess(s_cls: torch.Tensor, o_cls: torch.Tensor, r_cls: torch.Tensor,
             for i in ids:
                 rep[i] = ids[0]
         else:
-            for absorbed in _greedy_groups(ids, binary, cfg.dedup_iou):
+            for absorbed in _greedy_groups(ids, entry_iou, cfg.dedup_iou):
                 for i in absorbed:
                     rep[i] = absorbed[0]
     rep_t = torch.tensor(rep, dtype=torch.long)
