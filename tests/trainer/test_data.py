@@ -1,0 +1,94 @@
+"""The join of annotations with conversations, prompt tokenization, length-grouped plans, collate."""
+from collections import Counter
+
+import pytest
+import torch
+
+from schemas import read_annotations
+from tests.trainer.train_corpus import write_corpus
+from trainer.data import (
+    ANNOTATION_COLUMNS, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
+    plan_batches, tokenize_conversation,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from trainer.model.tiny import build_tokenizer
+    tok = build_tokenizer()
+    return tok, tok.convert_tokens_to_ids("<image>")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def test_join_counts_every_skipped_conversation(corpus, tokenizer):
+    tok, image_id = tokenizer
+    table = read_annotations(corpus["annotations"], columns=ANNOTATION_COLUMNS)
+    samples, report = join_samples(table, load_conversations(corpus["conversations"]), tok, image_id)
+    assert report.conversations == 9 and report.samples == len(samples) == 6
+    assert (report.missing_annotation, report.error_rows, report.no_image) == (1, 1, 1)
+    assert report.examples["no_image"] == ["textonly"]
+    assert "missing_annotation=1" in report.summary() and "error_rows=1" in report.summary()
+    assert report.unused_annotations == 0  # the error row is referenced (and reported), not unused
+    assert all(s["input_ids"].count(image_id) == 1 for s in samples)
+
+
+def test_too_long_conversations_are_reported(corpus, tokenizer):
+    tok, image_id = tokenizer
+    table = read_annotations(corpus["annotations"], columns=ANNOTATION_COLUMNS)
+    samples, report = join_samples(table, load_conversations(corpus["conversations"]), tok, image_id, max_length=20)
+    assert report.too_long == 6 and samples == []
+
+
+def test_labels_cover_answers_only(tokenizer):
+    tok, image_id = tokenizer
+    prompt = PromptFormat(user_start="U: ", user_end="\n", assistant_start="A: ", assistant_end="\n")
+    turns = [{"from": "human", "value": "What is it?\n<image>"}, {"from": "gpt", "value": "A cat."}]
+    ids, labels = tokenize_conversation(turns, tok, image_id, prompt)
+    assert len(ids) == len(labels) and ids.count(image_id) == 1
+    assert ids[0] == tok.bos_token_id
+    learned = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+    assert learned == "A cat.\n"
+    text = tok.decode(ids, skip_special_tokens=False)
+    assert text == "<s>U: What is it?\n<image>\nA: A cat.\n"
+    # no placeholder: the image goes first
+    ids, _ = tokenize_conversation([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}],
+                                   tok, image_id, prompt)
+    assert tok.decode(ids) == "<s>U: <image>\nHi\nA: Yo\n"
+
+
+def test_plan_is_length_grouped_deterministic_and_rank_sliced():
+    lengths = [int(x) for x in torch.randint(5, 500, (103,), generator=torch.Generator().manual_seed(0))]
+    plan = plan_batches(lengths, micro_batch_size=2, world_size=2, grad_accum=2, seed=1, epoch=0)
+    assert plan == plan_batches(lengths, 2, 2, 2, seed=1, epoch=0)
+    assert plan != plan_batches(lengths, 2, 2, 2, seed=1, epoch=1)
+    assert len(plan) == 103 // 8 and all(len(step) == 4 and all(len(m) == 2 for m in step) for step in plan)
+    used = Counter(i for step in plan for micro in step for i in micro)
+    assert len(used) == 96 and max(used.values()) == 1
+    # within a micro-batch lengths are close: far less spread than random pairs
+    spread = sum(abs(lengths[m[0]] - lengths[m[1]]) for step in plan for m in step) / (len(plan) * 4)
+    assert spread < 60
+    # the same global batch on 1 process (micro 4) as on 2 processes (micro 2)
+    one = plan_batches(lengths, 8, 1, 1, seed=3, epoch=0)
+    two = plan_batches(lengths, 4, 2, 1, seed=3, epoch=0)
+    assert [sorted(step[0]) for step in one] == [sorted(step[0] + step[1]) for step in two]
+
+
+def test_collate_pads_and_masks(corpus, tokenizer):
+    tok, image_id = tokenizer
+    table = read_annotations(corpus["annotations"], columns=ANNOTATION_COLUMNS)
+    samples, _ = join_samples(table, load_conversations(corpus["conversations"]), tok, image_id)
+    dataset = OnlineDataset(samples, table, image_size=112)
+    items = [dataset[0], dataset[4]]
+    batch = collate(items, pad_token_id=tok.pad_token_id)
+    assert batch["image"].shape == (2, 112, 112, 3) and batch["image"].dtype == torch.uint8
+    assert batch["ps_ids"].shape == (2, 112, 112) and set(batch["ps_ids"].unique().tolist()) == {1, 2}
+    for b, item in enumerate(items):
+        n = len(item["input_ids"])
+        assert batch["attention_mask"][b].sum() == n
+        assert torch.equal(batch["input_ids"][b, :n], item["input_ids"])
+        assert (batch["labels"][b, n:] == IGNORE_INDEX).all()
+        assert batch["aux_attention_mask"][b].sum() == len(item["aux_input_ids"])
