@@ -23,10 +23,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 # ---- Hugging Face checkpoints -------------------------------------------------------------------
 
 def hf_load(loader, model: str, *, trust_remote_code: bool = False, **kwargs):
-    """`loader.from_pretrained(model)` offline; a missing checkpoint raises MissingWeightsError."""
+    """`loader.from_pretrained(model)` offline; a missing checkpoint raises MissingWeightsError.
+
+    `local_files_only` as well as the env switches: a library imported before `set_offline` ran
+    has already read HF_HUB_OFFLINE, and must still not reach for the network.
+    """
     set_offline()
     try:
-        return loader.from_pretrained(model, trust_remote_code=trust_remote_code, **kwargs)
+        return loader.from_pretrained(model, trust_remote_code=trust_remote_code, local_files_only=True,
+                                      **kwargs)
     except OSError as err:
         raise MissingWeightsError(missing_weights_message(model, str(err))) from err
 

@@ -59,8 +59,8 @@ class Mask2FormerAnnotator:
     Config: ClassVar[type] = Mask2FormerConfig
 
     def __init__(self, config: Mask2FormerConfig):
+        set_offline()  # before transformers is imported: it reads the switches once
         from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
-        set_offline()
         if config.box_backend == "detectron2":
             masks_boxes(np.zeros((1, 1, 1), bool), "detectron2")  # fail now, not mid-run
         self.config = config

@@ -55,8 +55,8 @@ class OWLv2Annotator:
     Config: ClassVar[type] = OWLv2Config
 
     def __init__(self, config: OWLv2Config):
+        set_offline()  # before transformers is imported: it reads the switches once
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
-        set_offline()
         self.config = config
         self.vocabulary: Vocabulary = load_vocabulary(config.vocabulary)
         self.device = resolve_device(config.device)
