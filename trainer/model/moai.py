@@ -237,9 +237,10 @@ class MoAIModel(nn.Module):
             out = self.lm(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
         finally:
-            # With grad on, keep the routing for a gradient-checkpointing recompute in backward;
-            # the next forward or generate replaces it.
-            if not torch.is_grad_enabled():
+            # A gradient-checkpointing recompute in backward runs the hooks again: keep the routing
+            # for it (the next forward or generate replaces it); otherwise the hooks go idle now.
+            if not (torch.is_grad_enabled()
+                    and any(getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules())):
                 self._routing = None
         return MoAIOutput(out.loss, out.logits, dict(routing.gate_weights), batch.attention_mask, batch.labels)
 

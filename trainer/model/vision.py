@@ -73,16 +73,19 @@ class PixelPreprocessor:
         self.std = torch.tensor(self.processor.image_std, dtype=torch.float32)[:, None, None]
 
     def images(self, images) -> torch.Tensor:
-        """(B, H, W, 3) uint8 RGB (array or list of arrays) -> (B, 3, S, S) float32, squashed to S x S."""
-        batch = [np.asarray(image) for image in images]
+        """(B, H, W, 3) uint8 RGB (array, tensor or list of them) -> (B, 3, S, S) float32, squashed to S x S.
+
+        Returned on the input's device when given a tensor, else on the CPU.
+        """
+        batch = [_to_numpy(image) for image in images]
         for image in batch:
             if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"images must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        return self.processor(images=batch, return_tensors="pt")["pixel_values"].float()
+        return self.processor(images=batch, return_tensors="pt")["pixel_values"].float().to(_device_of(images))
 
     def ps_maps(self, ps_ids) -> torch.Tensor:
         """(B, H, W) segment ids -> (B, 3, S, S) float32 of the VOC-coloured map (reference §4)."""
-        maps = [np.asarray(ps) for ps in ps_ids]
+        maps = [_to_numpy(ps) for ps in ps_ids]
         out = []
         for ps in maps:
             if ps.ndim != 2:
@@ -94,7 +97,15 @@ class PixelPreprocessor:
             if self.compat == "moai":  # published quirk: [0, 1] colours rescaled again as if 0-255
                 rgb = rgb / 255.0
             out.append((rgb - self.mean) / self.std)
-        return torch.stack(out)
+        return torch.stack(out).to(_device_of(ps_ids))
+
+
+def _to_numpy(array) -> np.ndarray:
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def _device_of(batch) -> torch.device:
+    return batch.device if isinstance(batch, torch.Tensor) else torch.device("cpu")
 
 
 def encode_vision(vision, pixel_values: torch.Tensor) -> torch.Tensor:
