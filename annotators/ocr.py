@@ -155,9 +155,12 @@ class PaddleOCRAnnotator:
                 continue
             missing = _missing_files(folder, self.config.engine)
             if missing:
-                raise MissingWeightsError(
-                    f"OCR {role} model folder {folder} lacks {', '.join(missing)} for engine "
-                    f"{self.config.engine!r}; prepare one with: python -m annotators.ppocr_models OUT_DIR")
+                how = ("prepare one with: python -m annotators.ppocr_models OUT_DIR"
+                       if self.config.engine == "onnxruntime" else
+                       "give a PaddleOCR inference export, or use engine='onnxruntime' with the folders "
+                       "from: python -m annotators.ppocr_models OUT_DIR")
+                raise MissingWeightsError(f"OCR {role} model folder {folder} lacks {', '.join(missing)} "
+                                          f"for engine {self.config.engine!r}; {how}")
 
     @staticmethod
     def _resolve_device(device: str, engine: str) -> str:

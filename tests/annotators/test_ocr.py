@@ -210,7 +210,7 @@ def test_model_folders_are_reproducible_and_idempotent(tmp_path, options):
     assert json.loads((folder / "source.json").read_text())["distribution"] == "rapidocr_onnxruntime"
 
 
-def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatch):
+def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatch, options):
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(MissingWeightsError, match="PP-OCRv6_small_det.*annotators.ppocr_models"):
         PaddleOCRAnnotator(PaddleOCRAnnotator.Config())
@@ -219,6 +219,8 @@ def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatc
     with pytest.raises(MissingWeightsError, match="lacks inference.onnx"):
         PaddleOCRAnnotator(PaddleOCRAnnotator.Config(det_model_dir=str(tmp_path / "det"),
                                                      rec_model_dir=str(tmp_path / "det")))
+    with pytest.raises(MissingWeightsError, match="lacks inference.json or inference.pdmodel, inference.pdiparams"):
+        PaddleOCRAnnotator(PaddleOCRAnnotator.Config(**{**options, "engine": "paddle"}))
 
 
 @pytest.mark.parametrize("field, value, message", [
