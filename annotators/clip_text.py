@@ -28,16 +28,23 @@ def hf_load(loader, model: str, *, trust_remote_code: bool = False, **kwargs):
     `local_files_only` as well as the env switches: a library imported before `set_offline` ran
     has already read HF_HUB_OFFLINE, and must still not reach for the network.
     """
+    from huggingface_hub.errors import HFValidationError
     set_offline()
+    if _looks_like_path(model) and not Path(model).is_dir():
+        raise MissingWeightsError(missing_weights_message(model, f"{model} is not a folder."))
     try:
         return loader.from_pretrained(model, trust_remote_code=trust_remote_code, local_files_only=True,
                                       **kwargs)
-    except OSError as err:
+    except (OSError, HFValidationError) as err:
         raise MissingWeightsError(missing_weights_message(model, str(err))) from err
 
 
+def _looks_like_path(model: str) -> bool:
+    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
+
+
 def missing_weights_message(model: str, detail: str = "") -> str:
-    if Path(model).is_absolute() or Path(model).exists() or model.startswith("."):
+    if _looks_like_path(model) or Path(model).exists():
         how = "point the config's `model` at a folder written by save_pretrained"
     else:
         how = (f"on a machine with network run `hf download {model}` (or "
