@@ -7,7 +7,7 @@ distribution (what MoAI prints). The empty-text quirk is the verbalizer's `Compa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,6 +16,7 @@ import torch
 
 from ..base import Failed, Result, check_images, resolve_device, set_offline
 from ..boxes import masks_boxes, normalize_box
+from ..vocab import Vocabulary
 from .checkpoint import load_model_dir, save_model_dir
 from .config import PSGTRConfig
 from .model import PSGTR
@@ -93,8 +94,7 @@ class PSGTRAnnotator:
         self.device = torch.device(resolve_device(config.device))
         model, self.info = load_model_dir(config.model_dir)
         self.model: PSGTR = model.to(self.device)
-        self.post_cfg = config.postprocess_config().__class__(
-            **{**vars(config.postprocess_config()), "num_things": self.info.config.num_things})
+        self.post_cfg = replace(config.postprocess_config(), num_things=self.info.config.num_things)
         cfg = self.info.config
         self.mean = torch.tensor(cfg.pixel_mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.pixel_std, device=self.device).view(1, 3, 1, 1)
@@ -146,22 +146,8 @@ class PSGTRAnnotator:
         return rows
 
     def scene_graph(self, result: TripletResult) -> dict:
-        if result.empty:
-            return {"objects": [], "relations": []}
-        masks = result.masks.numpy()
-        height, width = masks.shape[-2:]
-        boxes = masks_boxes(masks)
-        names, predicates = self.info.class_names, self.info.predicate_names
-        objects = [{"label": names[int(label) - 1], "label_id": int(label) - 1, "score": float(score),
-                    "box": normalize_box(box, width, height)}
-                   for label, score, box in zip(result.labels.tolist(), result.scores.tolist(), boxes)]
-        probs = result.rel_dists[:, 1:]
-        scores, argmax = probs.max(-1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        pred_ids = argmax + 1 if self.config.compat == "moai" else result.rel_labels
-        relations = [{"subject": int(pair[0]), "object": int(pair[1]), "predicate": predicates[int(p) - 1],
-                      "predicate_id": int(p), "score": float(s)}
-                     for pair, p, s in zip(result.rel_pair_idxes.tolist(), pred_ids.tolist(), scores.tolist())]
-        return {"objects": objects, "relations": relations}
+        return to_scene_graph(result, self.info.class_names, self.info.predicate_names,
+                              predicate_from_argmax=self.config.compat == "moai")
 
     def provenance(self) -> dict:
         info = self.info
@@ -173,14 +159,33 @@ class PSGTRAnnotator:
                            "object_score": self.config.object_score_threshold,
                            "relation_score": self.config.relation_score_threshold,
                            "max_triplets": self.config.max_triplets},
-            "classes": {"size": len(info.class_names), "sha256": _names_sha256(info.class_names)},
-            "predicates": {"size": len(info.predicate_names), "sha256": _names_sha256(info.predicate_names)},
+            "classes": Vocabulary("psgtr_classes", info.class_names).provenance(),
+            "predicates": Vocabulary("psgtr_predicates", info.predicate_names).provenance(),
         }
 
 
-def _names_sha256(names) -> str:
-    import hashlib
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+def to_scene_graph(result: TripletResult, class_names, predicate_names, predicate_from_argmax: bool = False) -> dict:
+    """The schema's scene_graph: one object per panoptic segment (box from its mask, normalized to the
+    output size), every surviving relation. The predicate is the triplet's own (OpenPSG's rel_labels),
+    or with `predicate_from_argmax` the argmax of its distribution, as MoAI prints it (then a query's
+    duplicate triplets repeat one predicate). The score is always the max predicate probability."""
+    if result.empty:
+        return {"objects": [], "relations": []}
+    masks = result.masks.numpy()
+    height, width = masks.shape[-2:]
+    objects = [{"label": class_names[label - 1], "label_id": label - 1, "score": score,
+                "box": normalize_box(box, width, height)}
+               for label, score, box in zip(result.labels.tolist(), result.scores.tolist(), masks_boxes(masks))]
+    probs = result.rel_dists[:, 1:]
+    if len(probs):
+        scores, argmax = probs.max(-1)
+    else:
+        scores, argmax = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    predicate_ids = argmax + 1 if predicate_from_argmax else result.rel_labels
+    relations = [{"subject": pair[0], "object": pair[1], "predicate": predicate_names[p - 1],
+                  "predicate_id": p, "score": score}
+                 for pair, p, score in zip(result.rel_pair_idxes.tolist(), predicate_ids.tolist(), scores.tolist())]
+    return {"objects": objects, "relations": relations}
 
 
 TINY_MODEL = PSGTRConfig(backbone="resnet18", d_model=128, num_heads=8, ffn_dim=256, encoder_layers=2,

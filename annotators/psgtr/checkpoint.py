@@ -47,7 +47,7 @@ def save_model_dir(state_dict: dict[str, torch.Tensor], cfg: PSGTRConfig, out_di
     """Strict-checks `state_dict` against PSGTR(cfg), then writes the model folder."""
     from safetensors.torch import save_file
     check_vocabularies(cfg, class_names, predicate_names)
-    PSGTR(cfg).load_state_dict(state_dict, strict=True)
+    build_model(cfg, state_dict)  # strict: refuses missing, unexpected and mis-shaped tensors
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(out_dir / WEIGHTS_FILE))
@@ -72,6 +72,12 @@ def load_model_dir(model_dir: str | Path) -> tuple[PSGTR, ModelInfo]:
     info = ModelInfo(cfg, tuple(meta["class_names"]), tuple(meta["predicate_names"]), file_sha256(weights),
                      meta.get("source", {}))
     check_vocabularies(cfg, info.class_names, info.predicate_names)
-    model = PSGTR(cfg)
-    model.load_state_dict(load_file(str(weights)), strict=True)
-    return model.eval(), info
+    return build_model(cfg, load_file(str(weights))).eval(), info
+
+
+def build_model(cfg: PSGTRConfig, state_dict: dict[str, torch.Tensor]) -> PSGTR:
+    """PSGTR(cfg) holding exactly `state_dict` (strict), without first allocating a random init."""
+    with torch.device("meta"):
+        model = PSGTR(cfg)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model

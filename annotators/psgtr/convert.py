@@ -76,23 +76,24 @@ def config_from_state_dict(state: dict[str, torch.Tensor]) -> PSGTRConfig:
 
 def map_state_dict(checkpoint_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], PSGTRConfig]:
     """Rename every key and check the result strictly against our model (names and shapes)."""
-    renamed, unknown = {}, []
+    renamed, origin, unknown = {}, {}, []
     for key, value in checkpoint_state.items():
         name = rename_key(key)
         if name is None:
             unknown.append(key)
         else:
-            renamed[name] = value
+            renamed[name], origin[name] = value, key
     cfg = config_from_state_dict(renamed)
-    expected = {k: v.shape for k, v in PSGTR(cfg).state_dict().items()}
+    with torch.device("meta"):  # shapes only, no allocation
+        expected = {k: v.shape for k, v in PSGTR(cfg).state_dict().items()}
     missing = sorted(set(expected) - set(renamed))
-    unexpected = sorted(unknown + [k for k in renamed if k not in expected])
-    mis_shaped = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}"
+    unexpected = sorted(unknown + [origin[k] for k in renamed if k not in expected])
+    mis_shaped = sorted(f"{origin[k]}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}"
                         for k, v in renamed.items() if k in expected and v.shape != expected[k])
     if missing or unexpected or mis_shaped:
         raise ConversionError(
             "checkpoint does not match PSGTR"
-            + (f"\nmissing keys ({len(missing)}): {missing}" if missing else "")
+            + (f"\nmissing keys, in our names ({len(missing)}): {missing}" if missing else "")
             + (f"\nunexpected keys ({len(unexpected)}): {unexpected}" if unexpected else "")
             + (f"\nshape mismatches ({len(mis_shaped)}): {mis_shaped}" if mis_shaped else ""))
     return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in renamed.items()}, cfg

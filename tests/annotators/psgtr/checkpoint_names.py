@@ -55,14 +55,19 @@ def published_state_dict(naming: str = "mmcv", seed: int = 0) -> "OrderedDict[st
     naming 'moai' applies MoAI's load-time renaming (attentions.0 -> self_attn, ...)."""
     gen = torch.Generator().manual_seed(seed)
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in torchvision.models.resnet50(weights=None).state_dict().items():
-        if not key.startswith("fc."):
-            state[f"backbone.{key}"] = (value if key.endswith("num_batches_tracked")
-                                        else torch.rand(value.shape, generator=gen) + 0.5 if "running_var" in key
-                                        else torch.randn(value.shape, generator=gen) * 0.05)
+    with torch.device("meta"):
+        backbone = torchvision.models.resnet50(weights=None).state_dict()
+    for key, value in backbone.items():
+        if key.endswith("num_batches_tracked"):
+            state[f"backbone.{key}"] = torch.tensor(0)
+        elif not key.startswith("fc."):
+            state[f"backbone.{key}"] = torch.rand(value.shape, generator=gen) * 0.1 + (0.5 if "running_var" in key else -0.05)
     for key, shape in head_shapes().items():
-        state[key] = torch.randn(shape, generator=gen) * 0.05
-    if naming == "moai":
-        state = OrderedDict((k.replace(".attentions.0.", ".self_attn.").replace(".ffns.0.", ".ffn.")
-                             .replace(".attentions.1.", ".cross_attn."), v) for k, v in state.items())
-    return state
+        state[key] = torch.rand(shape, generator=gen) * 0.1 - 0.05
+    return moai_names(state) if naming == "moai" else state
+
+
+def moai_names(state: dict) -> "OrderedDict[str, torch.Tensor]":
+    """MoAI's load-time renaming of the mmcv-1.x names (spec §4.3)."""
+    return OrderedDict((k.replace(".attentions.0.", ".self_attn.").replace(".ffns.0.", ".ffn.")
+                        .replace(".attentions.1.", ".cross_attn."), v) for k, v in state.items())
