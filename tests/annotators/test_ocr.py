@@ -20,21 +20,22 @@ SIZE = 490
 TEXT = "HELLO WORLD 2026"
 
 
-def render(lines: list[tuple[str, tuple[int, int], int]], upside_down: list[tuple[str, tuple[int, int]]] = ()):
-    """A white SIZE x SIZE RGB image with black text; returns it and each upright line's normalized box."""
+def render(lines: list[tuple[str, tuple[int, int], int]], upside_down: list[tuple[str, tuple[int, int]]] = (),
+           size: tuple[int, int] = (SIZE, SIZE)):
+    """A white (width, height) RGB image with black text; returns it and each upright line's normalized box."""
     font_path = str(find_font())
-    image = Image.new("RGB", (SIZE, SIZE), "white")
+    image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     boxes = []
-    for text, xy, size in lines:
-        font = ImageFont.truetype(font_path, size)
+    for text, xy, font_size in lines:
+        font = ImageFont.truetype(font_path, font_size)
         draw.text(xy, text, fill="black", font=font)
         x0, y0, x1, y1 = draw.textbbox(xy, text, font=font)
-        boxes.append(np.array([x0, y0, x1, y1]) / SIZE)
+        boxes.append(np.array([x0, y0, x1, y1]) / (size * 2))
     for text, xy in upside_down:
         # Rendered upright on a strip, then turned 180°: with no text-line orientation model,
         # PP-OCR reads it as something else, at a low confidence.
-        strip = Image.new("RGB", (SIZE, 60), "white")
+        strip = Image.new("RGB", (size[0], 60), "white")
         ImageDraw.Draw(strip).text((xy[0], 10), text, fill="black", font=ImageFont.truetype(font_path, 36))
         image.paste(strip.rotate(180), (0, xy[1]))
     return np.asarray(image), boxes
@@ -102,6 +103,16 @@ def test_reads_rendered_text_with_normalized_polygon(ocr):
     found = np.array([*polygon.min(0), *polygon.max(0)])
     # The detected quad hugs the drawn text (DB's unclip pads it by a few pixels).
     np.testing.assert_allclose(found, box, atol=0.03)
+
+
+def test_polygon_is_normalized_per_axis_on_a_wide_image(ocr):
+    image, (box,) = render([("EXIT 12", (400, 40), 40)], size=(640, 200))
+    (result,) = ocr(image[None])  # (1, 200, 640, 3): x divided by 640, y by 200
+    (line,) = result["ocr"]
+    assert line["text"] == "EXIT 12"
+    polygon = np.array(line["polygon"]) * (640, 200)  # (4, 2) back in pixels
+    # Within DB's unclip padding (~10 px for 40 px text); a swapped axis would be off by hundreds.
+    np.testing.assert_allclose([*polygon.min(0), *polygon.max(0)], box * (640, 200, 640, 200), atol=12)
 
 
 def test_batch_keeps_order_and_reads_several_lines(ocr):
