@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, MissingWeightsError, Result, check_images, set_offline
+from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline
 from .fonts import find_font
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
@@ -153,12 +153,14 @@ class PaddleOCRAnnotator:
                              ("text-line orientation", self.cls_dir)):
             if folder is None:
                 continue
+            how = ("prepare one with: python -m annotators.ppocr_models OUT_DIR"
+                   if self.config.engine == "onnxruntime" else
+                   "give a PaddleOCR inference export, or use engine='onnxruntime' with the folders "
+                   "from: python -m annotators.ppocr_models OUT_DIR")
+            if not folder.is_dir():
+                raise MissingWeightsError(f"OCR {role} model folder {folder} does not exist; {how}")
             missing = _missing_files(folder, self.config.engine)
             if missing:
-                how = ("prepare one with: python -m annotators.ppocr_models OUT_DIR"
-                       if self.config.engine == "onnxruntime" else
-                       "give a PaddleOCR inference export, or use engine='onnxruntime' with the folders "
-                       "from: python -m annotators.ppocr_models OUT_DIR")
                 raise MissingWeightsError(f"OCR {role} model folder {folder} lacks {', '.join(missing)} "
                                           f"for engine {self.config.engine!r}; {how}")
 
@@ -168,7 +170,10 @@ class PaddleOCRAnnotator:
             return device
         if engine == "onnxruntime":
             import onnxruntime
-            return "gpu" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+            # A CUDA build of onnxruntime is not enough: a GPU must be visible to this process.
+            has_gpu = ("CUDAExecutionProvider" in onnxruntime.get_available_providers()
+                       and resolve_device("auto") == "cuda")
+            return "gpu" if has_gpu else "cpu"
         import paddle
         has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
         return "gpu" if has_gpu else "cpu"

@@ -225,6 +225,8 @@ def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatc
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(MissingWeightsError, match="PP-OCRv6_small_det.*annotators.ppocr_models"):
         PaddleOCRAnnotator(PaddleOCRAnnotator.Config())
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        PaddleOCRAnnotator(PaddleOCRAnnotator.Config(**{**options, "rec_model_dir": str(tmp_path / "nowhere")}))
     (tmp_path / "det").mkdir()
     (tmp_path / "det" / "inference.yml").write_text("Global: {}\n")
     with pytest.raises(MissingWeightsError, match="lacks inference.onnx"):
