@@ -132,7 +132,8 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler) -> dic
     state = json.loads((path / STATE_FILE).read_text())
     set_model_state_dict(model, load_trainable(path), options=_options(strict=False))
     optim = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"])
-    set_optimizer_state_dict(model, optimizer, optim, options=_options())
+    # strict=False: a stage-1 expert never drawn yet has no AdamW state, and must stay without one
+    set_optimizer_state_dict(model, optimizer, optim, options=_options(strict=False))
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(load_file(str(path / RNG_FILE)), state["rng"])
     return state
