@@ -159,13 +159,38 @@ def test_trainable_parameters_per_stage(model):
                                for w in ("weight", "bias")}
     assert not any(n.startswith(("lm.", "vision.")) for n in stage2)
     model.train()
-    assert not model.lm.training and not model.vision.training  # frozen backbones never train
+    assert model.compressor.training and not model.vision.training
     model.eval()
     out = model(**make_batch(model))
     out.loss.backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None}
     assert grads == stage2  # stage 2 mixes every expert: each trainable weight gets a gradient
     model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_gradient_checkpointing_recomputes_the_same_mixer(model, stage):
+    """A checkpointed layer re-runs its norm hook in backward: it must mix with the same routing and draws."""
+    batch = make_batch(model)
+    model.set_stage(stage)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        model(**batch, generator=torch.Generator().manual_seed(5)).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    try:
+        plain = grads()
+        model.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        checkpointed = grads()
+    finally:
+        model.lm.activation_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    assert plain.keys() == checkpointed.keys() and any(n.startswith("mixers.") for n in plain)
+    for name in plain:
+        assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
 
 
 def test_mixer_rewrites_the_normed_attention_input_and_leaves_the_residual(model):

@@ -145,8 +145,9 @@ class MoAIModel(nn.Module):
             mixer.language_gate.requires_grad_(stage == 2)
 
     def train(self, mode: bool = True) -> "MoAIModel":
+        # The LM follows `mode` (HF gradient checkpointing only acts in training mode); the vision
+        # tower runs under no_grad and always in eval mode.
         super().train(mode)
-        self.lm.eval()  # frozen backbones never switch on dropout
         self.vision.eval()
         return self
 

@@ -78,7 +78,7 @@ def build_tiny_backbones(out_dir: str | Path, family: str = "llama", seed: int =
 def tiny_config(out_dir: str | Path, family: str = "llama", **overrides) -> MoAIConfig:
     """A MoAIConfig over tiny backbones (built under out_dir if missing), with small MoAI parts."""
     paths = build_tiny_backbones(out_dir, family)
-    settings = dict(num_latents=8, compressor_depth=2, compressor_heads=2, compressor_head_dim=16, ff_mult=1,
+    settings = dict(lm=paths["lm"], vision=paths["vision"], num_latents=8, compressor_depth=2, compressor_heads=2, compressor_head_dim=16, ff_mult=1,
                     expert_rank=8, expert_heads=4, mixer_layers=(1, 3), image_size=490)
     settings.update(overrides)
-    return MoAIConfig(lm=paths["lm"], vision=paths["vision"], **settings)
+    return MoAIConfig(**settings)

@@ -1,0 +1,115 @@
+"""Backbones: CLIP at 490 px, the LM families MoAI hooks into, clear errors, the 7B shapes on meta."""
+import json
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from tests.trainer.test_model_moai import first_answer, make_batch, run
+from trainer.model import MoAIConfig, MoAIModel
+from trainer.model.tiny import build_tiny_backbones, build_tokenizer, tiny_config
+from trainer.model.vision import interpolate_position_grid
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "moai-tiny"
+
+
+def test_clip_grid_is_interpolated_like_transformers_does(tiny_root):
+    from transformers import CLIPVisionModel
+
+    paths = build_tiny_backbones(tiny_root)
+    original = CLIPVisionModel.from_pretrained(paths["vision"], local_files_only=True).eval()
+    assert original.config.image_size == 70  # saved at 5 x 5 patches, like CLIP-L/14-336's 24 x 24
+    model = MoAIModel.from_config(tiny_config(tiny_root))
+    assert model.vision.embeddings.position_embedding.num_embeddings == 35 * 35 + 1
+    assert model.num_image_tokens == 1225
+    pixels = torch.randn(2, 3, 490, 490)
+    with torch.no_grad():
+        expected = original(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+    assert_close(model.encode_vision(pixels), expected, atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in model.vision.parameters())
+    with pytest.raises(ValueError, match="not a multiple of the CLIP patch size 14"):
+        interpolate_position_grid(original, 500)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
+def test_other_llama_family_lms_are_batched_and_leak_free(tiny_root, family):
+    model = MoAIModel.from_config(tiny_config(tiny_root, family=family)).eval()
+    assert model.lm.config.model_type == family
+    both = run(model, make_batch(model), stage=2)
+    for r in range(2):
+        single = run(model, make_batch(model, rows=(r,)), stage=2)
+        assert_close(both.logits[r, both.attention_mask[r].bool()], single.logits[0], atol=1e-4, rtol=1e-4)
+    other = run(model, make_batch(model, answers=[" Two green apples, yes.", " Pink."]), stage=2)
+    cut = first_answer(both.labels[0])
+    assert_close(both.logits[0, :cut], other.logits[0, :cut], atol=1e-5, rtol=1e-5)
+    assert sorted(both.gate_weights) == [1, 3]
+
+
+def test_unsupported_layout_is_a_clear_error(tmp_path, tiny_root):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=260, bos_token_id=1, eos_token_id=2)).save_pretrained(tmp_path / "gpt2")
+    build_tokenizer().save_pretrained(tmp_path / "gpt2")
+    cfg = tiny_config(tiny_root, lm=str(tmp_path / "gpt2"), mixer_layers=(1,))
+    with pytest.raises(ValueError, match=r"unsupported LM layout: GPT2LMHeadModel \(model_type 'gpt2'\)"):
+        MoAIModel.from_config(cfg)
+
+
+def test_remote_code_needs_the_explicit_flag_and_paths_must_exist(tmp_path, tiny_root):
+    (tmp_path / "internlm2").mkdir()
+    (tmp_path / "internlm2" / "config.json").write_text(json.dumps(
+        {"model_type": "internlm2", "auto_map": {"AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"}}))
+    with pytest.raises(ValueError, match="set MoAIConfig.trust_remote_code=True"):
+        MoAIModel.from_config(tiny_config(tiny_root, lm=str(tmp_path / "internlm2")))
+    with pytest.raises(FileNotFoundError, match="no language model at .*nowhere"):
+        MoAIModel.from_config(tiny_config(tiny_root, lm=str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="no CLIP vision model at .*nowhere"):
+        MoAIModel.from_config(tiny_config(tiny_root, vision=str(tmp_path / "nowhere")))
+
+
+def test_tiny_backbones_are_deterministic(tmp_path):
+    first, second = build_tiny_backbones(tmp_path / "a"), build_tiny_backbones(tmp_path / "b")
+    for key, name in (("lm", "model.safetensors"), ("vision", "model.safetensors"), ("lm", "tokenizer.json")):
+        assert (tmp_path / "a" / first[key].split("/a/")[1] / name).read_bytes() == \
+            (tmp_path / "b" / second[key].split("/b/")[1] / name).read_bytes()
+
+
+def test_published_7b_shapes_on_the_meta_device():
+    """MoAI-7B: InternLM2-7B's shape (d 4096, 32 layers, GQA 32/8) as a Llama layout, CLIP ViT-L/14-336."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        lm = LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                          num_attention_heads=32, num_key_value_heads=8, vocab_size=92544))
+        vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                                  num_attention_heads=16, image_size=336, patch_size=14))
+        interpolate_position_grid(vision, 490)
+        model = MoAIModel(MoAIConfig(lm="internlm2-7b", vision="clip-vit-large-patch14-336"), lm, vision,
+                          build_tokenizer())
+    d, r = 4096, 64
+    assert model.mixer_layers == (7, 15, 23, 31) and model.num_image_tokens == 1225
+    assert model.compressor.latents.shape == (64, d)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(model.connector) == 1024 * d + d + d * d + d
+    attn = 2 * 2 * d + d * 256 + d * 512 + 256 * d  # two LayerNorms, q, kv, out (4 heads of 64, no bias)
+    ff = 2 * d + d * d + d * d  # LayerNorm, Linear(d, d), Linear(d, d) (multiplier 1)
+    assert count(model.compressor) == 64 * d + 4 * (attn + ff) + 2 * d
+    expert = 4 * (d * r + r * d)
+    assert count(model.mixers) == 4 * (6 * expert + 2 * (d * 3 + 3))
+    model.set_stage(1)
+    stage1 = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.set_stage(2)
+    stage2 = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert stage2 - stage1 == 4 * 2 * (d * 3 + 3)
+    print(f"MoAI-7B trainable: stage 1 {stage1:,}, stage 2 {stage2:,}")
