@@ -113,3 +113,56 @@ def test_published_7b_shapes_on_the_meta_device():
     stage2 = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert stage2 - stage1 == 4 * 2 * (d * 3 + 3)
     print(f"MoAI-7B trainable: stage 1 {stage1:,}, stage 2 {stage2:,}")
+
+
+def test_internlm2_layout_is_found_by_its_own_names():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from trainer.model.inject import pre_attention_norms
+
+    class InternLM2Layer(nn.Module):  # InternLM2's remote code names (not importable offline)
+        def __init__(self):
+            super().__init__()
+            self.attention_norm, self.attention, self.ffn_norm = nn.LayerNorm(8), nn.Linear(8, 8), nn.LayerNorm(8)
+
+    class InternLM2Like(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(model_type="internlm2")
+            self.model = nn.Module()
+            self.model.layers = nn.ModuleList(InternLM2Layer() for _ in range(3))
+
+    lm = InternLM2Like()
+    assert pre_attention_norms(lm) == [layer.attention_norm for layer in lm.model.layers]
+    lm.config.model_type = "llama"  # the same modules under a native type do not match its layout
+    with pytest.raises(ValueError, match="unsupported LM layout"):
+        pre_attention_norms(lm)
+
+
+def mixed_precision_step(tiny_root, device):
+    """bf16 frozen backbones, fp32 MoAI parts (as the trainer keeps AdamW's master weights)."""
+    model = MoAIModel.from_config(tiny_config(tiny_root, torch_dtype="bfloat16"))
+    assert model.lm.dtype == torch.bfloat16 and model.compressor.latents.dtype == torch.bfloat16
+    for part in (model.connector, model.compressor, model.mixers):
+        part.float()
+    model.to(device).set_stage(2)
+    batch = {k: v.to(device) for k, v in make_batch(model).items()}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(**batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    tokens = model.eval().generate(**{k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=3)
+    assert tokens.shape[0] == 2
+
+
+def test_bf16_backbones_with_fp32_parts_on_cpu(tiny_root):
+    mixed_precision_step(tiny_root, torch.device("cpu"))
+
+
+@pytest.mark.gpu
+def test_bf16_backbones_with_fp32_parts_on_cuda(tiny_root):
+    mixed_precision_step(tiny_root, torch.device("cuda"))

@@ -24,9 +24,12 @@ def check_lm_folder(path: str, trust_remote_code: bool) -> dict:
     if not config_file.is_file():
         raise FileNotFoundError(f"no language model at {path!r} (config.json missing); MoAI loads its LM "
                                 "from a local folder only, nothing is downloaded")
+    from transformers import CONFIG_MAPPING
+
     config = json.loads(config_file.read_text())
     model_type = config.get("model_type", "?")
-    if (model_type in REMOTE_LAYOUTS or "auto_map" in config) and not trust_remote_code:
+    # A native architecture loads natively even when its config still names remote code.
+    if model_type not in CONFIG_MAPPING and not trust_remote_code:
         raise ValueError(f"the LM at {path!r} (model_type {model_type!r}) ships its own modelling code; "
                          "set MoAIConfig.trust_remote_code=True to run it (only for code you trust)")
     return config
@@ -38,6 +41,8 @@ def pre_attention_norms(lm: nn.Module) -> list[nn.Module]:
     norm_name, attn_name, post_name = REMOTE_LAYOUTS.get(model_type, NATIVE_LAYOUT)
     decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
+    if layers is None:  # remote-code models may not define get_decoder
+        layers = getattr(getattr(lm, "model", None), "layers", None)
     if not isinstance(layers, nn.ModuleList) or not all(
             hasattr(layer, norm_name) and hasattr(layer, attn_name) and hasattr(layer, post_name)
             for layer in layers):
