@@ -18,6 +18,7 @@ from .vocab import Vocabulary, load_vocabulary
 
 DEFAULT_CHECKPOINT = "yolov8s-worldv2.pt"
 CLIP_B32 = "openai/clip-vit-base-patch32"
+TINY_IMGSZ = 160
 PICKLE_HINT = ("ultralytics .pt checkpoints are pickles and run code when loaded: set allow_pickle=True "
                "only for a file you trust (e.g. downloaded yourself from github.com/ultralytics/assets)")
 
@@ -166,12 +167,34 @@ def tiny_config(workdir: Path) -> dict:
     """A small random-weight YOLOv8n-worldv2 (3.7M parameters) + tiny CLIP text tower (512-d, real tokenizer) under workdir."""
     folder = Path(workdir) / "yolo-world-tiny"
     if not (folder / "model.safetensors").is_file():
-        save_tiny_yolo_world(folder)
+        save_tiny_yolo_world(folder, TINY_IMGSZ)
     return {"model": str(folder), "text_model": str(tiny_clip_text(Path(workdir))),
-            "vocabulary": ("ultralytics:coco",), "imgsz": 160, "batch_size": 4}
+            "vocabulary": ("ultralytics:coco",), "imgsz": TINY_IMGSZ, "batch_size": 4}
 
 
-def save_tiny_yolo_world(folder: Path) -> Path:
+def _calibrate_batch_norms(model, imgsz: int) -> None:
+    """Set BatchNorm statistics from ultralytics' two bundled photos: without this, random
+    features collapse through the network and every image scores alike."""
+    import torch
+    import ultralytics
+    from PIL import Image
+    assets = Path(ultralytics.__file__).parent / "assets"
+    photos = [np.asarray(Image.open(assets / name).convert("RGB").resize((imgsz, imgsz))) for name in
+              ("bus.jpg", "zidane.jpg")]
+    batch = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255  # (2, 3, S, S)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    model.eval()
+    for norm in norms:
+        norm.momentum = 0.03
+
+
+def save_tiny_yolo_world(folder: Path, imgsz: int = 160) -> Path:
     import torch
     import ultralytics
     import yaml
@@ -184,6 +207,11 @@ def save_tiny_yolo_world(folder: Path) -> Path:
     arch_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     torch.manual_seed(0)
     model = YOLOWorld(str(arch_file), verbose=False).model
+    _calibrate_batch_norms(model, imgsz)
+    with torch.no_grad():  # ultralytics' init scores every class sigmoid(-10): spread them over 0.1..0.7
+        for head in (m for m in model.modules() if type(m).__name__ == "BNContrastiveHead"):
+            head.bias.fill_(-2.5)
+            head.logit_scale.fill_(-3.0)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, folder / "model.safetensors")
     return folder
