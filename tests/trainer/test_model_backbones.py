@@ -42,6 +42,26 @@ def test_clip_grid_is_interpolated_like_transformers_does(tiny_root):
         interpolate_position_grid(original, 500)
 
 
+def test_vision_tower_loads_from_a_full_clip_checkpoint(tmp_path):
+    """Published CLIP checkpoints (e.g. ViT-L/14-336) hold both towers: the vision one must load exactly."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from trainer.model.vision import load_clip_vision
+
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=70, patch_size=14), projection_dim=16)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    vision = load_clip_vision(str(tmp_path / "clip"), 70, torch.float32)
+    pixels = torch.randn(1, 3, 70, 70)
+    with torch.no_grad():
+        assert_close(vision(pixel_values=pixels).last_hidden_state,
+                     clip.vision_model(pixel_values=pixels).last_hidden_state)
+
+
 @pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
 def test_other_llama_family_lms_are_batched_and_leak_free(tiny_root, family):
     model = MoAIModel.from_config(tiny_config(tiny_root, family=family)).eval()
