@@ -105,7 +105,8 @@ class PSGTRAnnotator:
         div = self.config.size_divisor
         hp = max(-(-r.shape[0] // div) * div for r in resized)
         wp = max(-(-r.shape[1] // div) * div for r in resized)
-        pixels = torch.zeros((len(resized), 3, hp, wp), device=self.device)
+        dtype = next(self.model.parameters()).dtype
+        pixels = torch.zeros((len(resized), 3, hp, wp), device=self.device, dtype=dtype)
         for i, r in enumerate(resized):
             x = torch.from_numpy(np.ascontiguousarray(r)).to(self.device).permute(2, 0, 1).float()  # (3, h', w')
             if self.config.compat == "moai":
