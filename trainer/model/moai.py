@@ -20,7 +20,7 @@ from trainer.model.inject import (GateWeights, MixerRouting, apply_mixer, check_
                                   prompt_language_slots)
 from trainer.model.mixer import Mixer, draw_experts
 from trainer.model.sequence import SplicedBatch, left_align, splice_image_tokens
-from trainer.model.vision import PixelPreprocessor, encode_vision, load_clip_vision
+from trainer.model.vision import PixelPreprocessor, encode_vision, interpolate_position_grid, load_clip_vision
 
 CONFIG_FILE = "moai_config.json"
 WEIGHTS_FILE = "moai.safetensors"
@@ -48,6 +48,7 @@ class MoAIModel(nn.Module):
         norms = pre_attention_norms(lm)
         self.mixer_layers = config.resolve_mixer_layers(len(norms))
         dim = lm.config.get_text_config().hidden_size
+        interpolate_position_grid(vision, config.image_size)  # no-op when already at image_size
         vision_dim = vision.config.hidden_size
         grid = config.image_size // vision.config.patch_size
         self.num_image_tokens = grid * grid
@@ -85,10 +86,17 @@ class MoAIModel(nn.Module):
 
     @staticmethod
     def _image_token_id(tokenizer, image_token: str) -> int:
-        if image_token not in tokenizer.get_vocab():
-            # Never embedded (it is replaced by image tokens), so the LM's vocabulary need not grow.
-            tokenizer.add_tokens([image_token], special_tokens=True)
-        return tokenizer.convert_tokens_to_ids(image_token)
+        """The placeholder's id, made an atomic special token (a no-op when it already is one).
+
+        A new id is never embedded (the placeholder is replaced by image tokens), so the LM's
+        vocabulary need not grow."""
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(image_token, special=True, normalized=False)], special_tokens=True)
+        token_id = tokenizer.convert_tokens_to_ids(image_token)
+        if tokenizer(f"a {image_token} b", add_special_tokens=False)["input_ids"].count(token_id) != 1:
+            raise ValueError(f"the tokenizer does not keep the image token {image_token!r} in one piece")
+        return token_id
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """All of MoAI's own weights (connector, compressor, mixers incl. gates), never the backbones."""
