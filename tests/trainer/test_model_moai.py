@@ -316,3 +316,17 @@ def test_input_errors_are_actionable(model):
         run(model, dict(batch, labels=early_answer))
     with pytest.raises(ValueError, match=r"image features must be \(B, 1225, Dv\)"):
         run(model, dict(batch, image_features=batch["image_features"][:, :100]))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_rows_without_prompt_language_or_aux_still_train(model, stage):
+    """Only `<image>` before the answer, no aux text, no PS map: experts with no keys pass queries through."""
+    model.set_stage(stage)
+    features = image_features(model, (0,))
+    ids = torch.tensor([[model.image_token_id, 50, model.tokenizer.eos_token_id]])
+    out = model(ids, torch.ones_like(ids), torch.tensor([[-100, 50, model.tokenizer.eos_token_id]]),
+                image_features=features, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and out.gate_weights[1].language.shape == (1, 0, 3)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
