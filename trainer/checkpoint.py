@@ -93,9 +93,10 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, train_
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     path = Path(path)
     weights = gather_trainable(model)
-    optim_tensors, groups = _flatten_optimizer(get_optimizer_state_dict(model, optimizer, options=_options()))
-    if not is_main:
+    optim_state = get_optimizer_state_dict(model, optimizer, options=_options())
+    if not is_main:  # with cpu_offload the full state dicts land on rank 0 only
         return path
+    optim_tensors, groups = _flatten_optimizer(optim_state)
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
