@@ -79,7 +79,8 @@ def test_other_llama_family_lms_are_batched_and_leak_free(tiny_root, family):
 def test_unsupported_layout_is_a_clear_error(tmp_path, tiny_root):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=260, bos_token_id=1, eos_token_id=2)).save_pretrained(tmp_path / "gpt2")
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=260, bos_token_id=1, eos_token_id=2))
+    gpt2.save_pretrained(tmp_path / "gpt2")
     build_tokenizer().save_pretrained(tmp_path / "gpt2")
     cfg = tiny_config(tiny_root, lm=str(tmp_path / "gpt2"), mixer_layers=(1,))
     with pytest.raises(ValueError, match=r"unsupported LM layout: GPT2LMHeadModel \(model_type 'gpt2'\)"):

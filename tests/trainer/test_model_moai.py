@@ -284,7 +284,8 @@ def test_pixel_paths(model):
     pixels = model.image_pixel_values(images)
     assert pixels.shape == (2, 3, 490, 490)
     white = model.image_pixel_values(np.full((1, 10, 10, 3), 255, np.uint8))
-    mean, std = torch.tensor(model.preprocessor.processor.image_mean), torch.tensor(model.preprocessor.processor.image_std)
+    processor = model.preprocessor.processor
+    mean, std = torch.tensor(processor.image_mean), torch.tensor(processor.image_std)
     assert_close(white[0, :, 5, 5], (1 - mean) / std, atol=1e-4, rtol=1e-4)
     ps = np.zeros((2, 490, 490), np.uint8)
     ps[:, :100] = 1  # segment 1 is VOC colour (128, 0, 0)

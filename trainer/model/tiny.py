@@ -5,6 +5,10 @@ family, and a small CLIP vision tower with 14 px patches (490 px -> 35 x 35 = 1,
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -57,28 +61,48 @@ def build_tiny_backbones(out_dir: str | Path, family: str = "llama", seed: int =
     out_dir = Path(out_dir)
     lm_dir, vision_dir = out_dir / f"lm-{family}", out_dir / "vision"
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         if not (lm_dir / "config.json").is_file():
+            torch.manual_seed(seed)
             tokenizer = build_tokenizer()
             lm = AutoModelForCausalLM.from_config(tiny_lm_config(family, len(tokenizer)))
             lm.generation_config.pad_token_id = tokenizer.pad_token_id
-            lm.save_pretrained(lm_dir)
-            tokenizer.save_pretrained(lm_dir)
+            with _atomic_dir(lm_dir) as tmp:
+                lm.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
         if not (vision_dir / "config.json").is_file():
+            torch.manual_seed(seed)
             # 5 x 5 patches as saved, like CLIP-L/14-336's 24 x 24: MoAI interpolates them to 35 x 35.
             vision = CLIPVisionModel(CLIPVisionConfig(
                 hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=70, patch_size=14, projection_dim=32))
-            vision.save_pretrained(vision_dir)
-            CLIPImageProcessor(size={"shortest_edge": 70}, crop_size={"height": 70, "width": 70}
-                               ).save_pretrained(vision_dir)
+            with _atomic_dir(vision_dir) as tmp:
+                vision.save_pretrained(tmp)
+                CLIPImageProcessor(size={"shortest_edge": 70}, crop_size={"height": 70, "width": 70}
+                                   ).save_pretrained(tmp)
     return {"lm": str(lm_dir), "vision": str(vision_dir)}
+
+
+@contextlib.contextmanager
+def _atomic_dir(target: Path):
+    """Write into a private folder, then rename it into place: concurrent builders never see half a model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: its identical copy stays
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tiny_config(out_dir: str | Path, family: str = "llama", **overrides) -> MoAIConfig:
     """A MoAIConfig over tiny backbones (built under out_dir if missing), with small MoAI parts."""
     paths = build_tiny_backbones(out_dir, family)
-    settings = dict(lm=paths["lm"], vision=paths["vision"], num_latents=8, compressor_depth=2, compressor_heads=2, compressor_head_dim=16, ff_mult=1,
+    settings = dict(lm=paths["lm"], vision=paths["vision"], num_latents=8, compressor_depth=2, compressor_heads=2,
+                    compressor_head_dim=16, ff_mult=1,
                     expert_rank=8, expert_heads=4, mixer_layers=(1, 3), image_size=490)
     settings.update(overrides)
     return MoAIConfig(**settings)
