@@ -2,6 +2,8 @@
 
     trainer cache --annotations DIR --conversations FILE --out DIR --recipe FILE
     trainer train --recipe FILE --stage 1|2 [--resume] [--set section.key=value ...]
+    trainer generate --model DIR --annotations DIR --image ID --question TEXT
+    trainer conversations --annotations DIR --out FILE
     trainer ablation ...      (when trainer.ablation is installed)
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 COMMANDS = {
     "cache": ("trainer.cache", "compute the frozen CLIP features and tokenized aux text once"),
     "train": ("trainer.train", "train one stage (1: experts drawn at random, 2: gated mixing)"),
+    "conversations": ("trainer.data", "write a demo conversation JSON from annotations (objects per image)"),
     "generate": ("trainer.generate", "answer a question about an image with a trained model"),
     "ablation": ("trainer.ablation", "ablation studies"),
 }

@@ -47,7 +47,7 @@ class Observer:
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
         self.lines.write(json.dumps({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                     "tokens_per_s": tokens_per_s}) + "\n")
+                                     "tokens_per_s": tokens_per_s, "seconds": seconds}) + "\n")
         self.lines.flush()
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
         self.bar.update(1)
