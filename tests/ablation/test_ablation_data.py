@@ -103,11 +103,21 @@ def test_answers_agree_with_the_ground_truth():
                 else:
                     upper, lower = question.removeprefix("What is the ").removesuffix(" over?"), answer
                 assert (upper, lower) in over
-                assert [u for u, l in over if l == lower] == [upper]
-                # geometry agrees: same column, the upper box ends above the lower one starts
-                (cu, u), (cl, l) = [(centers[labels.index(n)], things[labels.index(n)]["box"]) for n in (upper, lower)]
-                assert _position(cu).split()[-1] == _position(cl).split()[-1] or abs(cu[0] - cl[0]) < 1 / 3
-                assert u[3] <= l[1]
+                asked = lower if question.startswith("What is over the ") else upper
+                assert labels.count(asked) == 1
+                if asked == lower:
+                    assert [u for u, l in over if l == lower] == [upper]
+                else:
+                    assert [l for u, l in over if u == upper] == [lower]
+                # geometry agrees: some object of the answer's kind sits in the same column,
+                # one row away, on the right side of the asked (unique) object
+                ask_center, ask_box = centers[labels.index(asked)], things[labels.index(asked)]["box"]
+                candidates = [(c, s["box"]) for c, s in zip(centers, things) if s["label"] == answer]
+                ask_col, ask_row = int(ask_center[0] * 3), int(ask_center[1] * 3)
+                step = -1 if asked == lower else 1
+                assert any(int(c[0] * 3) == ask_col and int(c[1] * 3) == ask_row + step
+                           and (box[3] <= ask_box[1] if step < 0 else ask_box[3] <= box[1])
+                           for c, box in candidates)
     assert seen == set(QUESTION_TYPES)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +25,14 @@ class TrainBudget:
     batch_size: int = 16
     stage1_epochs: float = 1.0
     stage2_epochs: float = 1.0
-    lr: float = 1e-3            # from scratch: far above MoAI's 2e-5 for a frozen pretrained LM
-    lm_lr: float = 1e-3
+    # learning rates of trainer/recipes/tiny.yaml (far above MoAI's 2e-5: the LM starts from scratch)
+    lr: float = 1e-3
+    stage2_lr: float = 5e-4
+    min_lr: float = 1e-4
     warmup_fraction: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
-    max_new_tokens: int = 8
+    max_new_tokens: int = 16     # the tiny tokenizer is byte-level: 'bottom right' is 12 tokens
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -67,15 +68,15 @@ def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, sta
     return plan[:total]
 
 
-def cosine(step: int, total: int, warmup: int) -> float:
+def cosine(step: int, total: int, warmup: int, floor: float) -> float:
+    """Linear warm-up, then cosine from 1 down to `floor` (as the trainer's schedule)."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, log=print,
-                mixers_on: bool = True) -> list[float]:
+def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, log=print) -> list[float]:
     """One stage: set_stage, LM unfrozen, AdamW + warm-up cosine; returns the per-step losses."""
     model.set_stage(stage)
     lm = language_model(model)
@@ -83,8 +84,9 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
     lm_params = [p for p in lm.parameters()]
     lm_ids = {id(p) for p in lm_params}
     moai_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids]
-    optimizer = torch.optim.AdamW([{"params": lm_params, "lr": budget.lm_lr},
-                                   {"params": moai_params, "lr": budget.lr}], weight_decay=budget.weight_decay)
+    lr = budget.lr if stage == 1 else budget.stage2_lr
+    optimizer = torch.optim.AdamW([{"params": lm_params, "lr": lr}, {"params": moai_params, "lr": lr}],
+                                  weight_decay=budget.weight_decay)
     lengths = [len(s["input_ids"]) for s in dataset.samples]
     plan = step_plan(lengths, budget.batch_size, budget.stage1_epochs if stage == 1 else budget.stage2_epochs,
                      budget.seed, stage)
@@ -92,61 +94,90 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
     warmup = max(1, int(budget.warmup_fraction * len(plan)))
     losses, started = [], time.monotonic()
     model.train()
-    with mixers(model, mixers_on):
-        for step, indices in enumerate(plan):
-            for group, lr in zip(optimizer.param_groups, base):
-                group["lr"] = lr * cosine(step, len(plan), warmup)
-            batch = model_inputs(collate([dataset[i] for i in indices], pad_token_id))
-            # stage-1 expert draws depend only on (seed, stage, step): the same in every arm
-            generator = torch.Generator().manual_seed(budget.seed * 1_000_003 + stage * 100_003 + step)
-            loss = model(**batch, generator=generator).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           budget.max_grad_norm)
-            optimizer.step()
-            losses.append(loss.item())
-            if step % 50 == 0 or step == len(plan) - 1:
-                recent = losses[-50:]
-                log(f"  stage {stage} step {step + 1}/{len(plan)} loss {sum(recent) / len(recent):.3f} "
-                    f"({time.monotonic() - started:.0f}s)")
+    for step, indices in enumerate(plan):
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * cosine(step, len(plan), warmup, budget.min_lr / lr)
+        batch = model_inputs(collate([dataset[i] for i in indices], pad_token_id))
+        # stage-1 expert draws depend only on (seed, stage, step): the same in every arm
+        generator = torch.Generator().manual_seed(budget.seed * 1_000_003 + stage * 100_003 + step)
+        loss = model(**batch, generator=generator).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                       budget.max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == len(plan) - 1:
+            recent = losses[-50:]
+            log(f"  stage {stage} step {step + 1}/{len(plan)} loss {sum(recent) / len(recent):.3f} "
+                f"({time.monotonic() - started:.0f}s)")
     model.eval()
     return losses
 
 
-@contextmanager
-def mixers(model, on: bool):
-    """Run with the Mixers (MoAI) or without them (plain LM on image + text; no Compressor used)."""
-    if on:
-        yield
-        return
-    switch = getattr(model, "mixers_enabled", None)
-    if switch is None:
-        raise NotImplementedError(
-            "arm 'no-mixer' needs a way to run MoAIModel without its Mixers; this model has none")
-    previous = switch
-    model.mixers_enabled = False
-    try:
-        yield
-    finally:
-        model.mixers_enabled = previous
+class WithoutMixers(torch.nn.Module):
+    """Arm 'no-mixer': the same LM, vision features and connector, no Compressor and no Mixer.
+
+    Built from MoAIModel's public parts (`connector`, `lm`, `image_token_id`) and the trainer's
+    own splicing, so it cannot drift from the MoAI arm in anything but the Mixer path. The Mixer
+    hooks stay registered on the LM but stay idle: they act only while a MoAIModel forward has
+    set their routing, and this class never calls one.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.moai = model
+        self.tokenizer = model.tokenizer
+
+    def set_stage(self, stage: int) -> None:
+        """Same stages as MoAI, but only the connector trains (the LM is unfrozen by the caller)."""
+        self.moai.set_stage(stage)
+        self.moai.requires_grad_(False)
+        self.moai.connector.requires_grad_(True)
+
+    def _splice(self, batch: dict, for_generation: bool = False):
+        from trainer.model.sequence import left_align, splice_image_tokens
+        spliced = splice_image_tokens(batch["input_ids"], batch["attention_mask"], batch.get("labels"),
+                                      self.moai.connector(batch["image_features"]), self.moai.image_token_id,
+                                      self.moai.lm.get_input_embeddings())
+        return left_align(spliced) if for_generation else spliced
+
+    def forward(self, generator=None, **batch):
+        spliced = self._splice(batch)
+        out = self.moai.lm(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
+                           position_ids=spliced.position_ids, labels=spliced.labels, use_cache=False)
+        out.gate_weights = {}
+        return out
+
+    @torch.no_grad()
+    def generate(self, max_new_tokens: int, **batch):
+        from transformers import GenerationConfig
+        spliced = self._splice(batch, for_generation=True)
+        tok = self.tokenizer
+        settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                    bos_token_id=tok.bos_token_id)
+        return self.moai.lm.generate(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
+                                     generation_config=settings)
+
+    @property
+    def lm(self):
+        return self.moai.lm
 
 
 @torch.no_grad()
-def answer(model, dataset, pad_token_id: int, budget: TrainBudget, mixers_on: bool = True,
-           batch_size: int = 32) -> dict[str, str]:
+def answer(model, dataset, pad_token_id: int, budget: TrainBudget, batch_size: int = 32) -> dict[str, str]:
     """Greedy answers (sample id -> text) to every held-out sample's question."""
     tokenizer = model.tokenizer
     answers = {}
     model.eval()
-    with mixers(model, mixers_on):
-        for start in range(0, len(dataset), batch_size):
-            items = [prompt_only(dataset[i]) for i in range(start, min(len(dataset), start + batch_size))]
-            batch = model_inputs(collate(items, pad_token_id))
-            batch.pop("labels")
-            tokens = model.generate(**batch, max_new_tokens=budget.max_new_tokens)
-            for i, row in zip(range(start, start + len(items)), tokens):
-                answers[dataset.samples[i]["sample_id"]] = clean_answer(tokenizer.decode(row, skip_special_tokens=True))
+    for start in range(0, len(dataset), batch_size):
+        items = [prompt_only(dataset[i]) for i in range(start, min(len(dataset), start + batch_size))]
+        batch = model_inputs(collate(items, pad_token_id))
+        batch.pop("labels")
+        tokens = model.generate(**batch, max_new_tokens=budget.max_new_tokens)
+        for i, row in zip(range(start, start + len(items)), tokens):
+            answers[dataset.samples[i]["sample_id"]] = clean_answer(tokenizer.decode(row), tokenizer)
     return answers
 
 
@@ -165,9 +196,12 @@ def prompt_only(item: dict) -> dict:
     return {**item, "input_ids": item["input_ids"][:first], "labels": labels[:first]}
 
 
-def clean_answer(text: str) -> str:
-    """The answer up to the end-of-turn markup or the first line break."""
-    for stop in ("<|im_end|>", "<|", "\n"):
+def clean_answer(text: str, tokenizer=None) -> str:
+    """The answer up to the end-of-turn markup, end of sequence, padding or the first line break."""
+    stops = ["<|im_end|>", "<|", "\n"]
+    if tokenizer is not None:
+        stops += [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
+    for stop in stops:
         text = text.split(stop)[0]
     return text.strip()
 

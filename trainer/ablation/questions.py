@@ -27,12 +27,13 @@ def scene_questions(scene: Scene, seed: int) -> list[tuple[str, str, str]]:
         kind = _pick(rng, unique)
         obj = next(o for o in scene.objects if o.kind == kind)
         out.append(("position", f"Where is the {kind}?", obj.position))
-    pairs = [(i, j) for i, j in scene.over_pairs()
-             if scene.count(scene.objects[i].kind) == 1 and scene.count(scene.objects[j].kind) == 1]
-    if pairs:
-        i, j = pairs[int(rng.integers(len(pairs)))]
+    # The object asked about must be the only one of its kind; the answer's kind may repeat.
+    asks = [(i, j, "below") for i, j in scene.over_pairs() if scene.count(scene.objects[j].kind) == 1]
+    asks += [(i, j, "above") for i, j in scene.over_pairs() if scene.count(scene.objects[i].kind) == 1]
+    if asks:
+        i, j, which = asks[int(rng.integers(len(asks)))]
         upper, lower = scene.objects[i].kind, scene.objects[j].kind
-        if rng.integers(2):
+        if which == "below":
             out.append(("relation", f"What is over the {lower}?", upper))
         else:
             out.append(("relation", f"What is the {upper} over?", lower))

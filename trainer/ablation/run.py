@@ -29,10 +29,12 @@ class AblationConfig:
     seed: int = 0
     train_scenes: int = 1000
     heldout_scenes: int = 120
+    image_size: int = 126          # 9 x 9 CLIP patches (3 x 3 per grid cell); MoAI's 490 is 1,225 tokens
     batch_size: int = 16
     stage1_epochs: float = 1.0
     stage2_epochs: float = 1.0
     arms: tuple[str, ...] = ARMS
+    threads: int = 1               # on a busy shared CPU, more torch threads were ~20x slower, not faster
 
     def __post_init__(self):
         unknown = [a for a in self.arms if a not in ARMS]
@@ -40,6 +42,9 @@ class AblationConfig:
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms!r}")
 
 
+# The tiny tokenizer's own chat markup (byte-level: InternLM2's `<|im_start|>user\n` would cost
+# ~40 tokens per sample); `</s>` ends the answer, so greedy decoding stops there.
+PROMPT = dict(user_start="USER: ", user_end="\n", assistant_start="ASSISTANT: ", assistant_end="</s>")
 QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8)
 
 
@@ -50,6 +55,10 @@ def missing_trainer_parts() -> list[str]:
         from trainer.model import MoAIModel  # noqa: F401
     except ImportError as exc:
         missing.append(f"trainer.model.MoAIModel ({exc})")
+    try:
+        from trainer.model.sequence import left_align, splice_image_tokens  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"trainer.model.sequence ({exc})")
     try:
         from trainer.model.tiny import build_tiny_backbones, tiny_config  # noqa: F401
     except ImportError as exc:
@@ -66,13 +75,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_model(backbones: Path):
+def build_model(backbones: Path, image_size: int):
     from trainer.model import MoAIModel
     from trainer.model.tiny import build_tiny_backbones, tiny_config
     if not (backbones / "done").is_file():
         build_tiny_backbones(backbones)
         (backbones / "done").write_text("ok\n")
-    return MoAIModel.from_config(tiny_config(backbones))
+    return MoAIModel.from_config(tiny_config(backbones, image_size=image_size))
 
 
 def prepare(cfg: AblationConfig) -> dict:
@@ -81,14 +90,14 @@ def prepare(cfg: AblationConfig) -> dict:
 
     from schemas import read_annotations
     from trainer.cache import CachedDataset, build_cache
-    from trainer.data import ANNOTATION_COLUMNS, load_conversations
+    from trainer.data import ANNOTATION_COLUMNS, PromptFormat, load_conversations
 
     from .corpus import CorpusConfig, corpus_paths, write_corpus
 
     out = Path(cfg.out)
     corpus_cfg = CorpusConfig(seed=cfg.seed, train_scenes=cfg.train_scenes, heldout_scenes=cfg.heldout_scenes)
     stamp = out / "corpus" / "config.json"
-    wanted = json.dumps(asdict(corpus_cfg), sort_keys=True)
+    wanted = json.dumps({**asdict(corpus_cfg), "image_size": cfg.image_size, "prompt": PROMPT}, sort_keys=True)
     if not stamp.is_file() or stamp.read_text() != wanted:
         started = time.monotonic()
         paths = write_corpus(out / "corpus", corpus_cfg)
@@ -98,7 +107,7 @@ def prepare(cfg: AblationConfig) -> dict:
             stale.unlink()
     paths = corpus_paths(out / "corpus")
     torch.manual_seed(cfg.seed)
-    model = build_model(out / "backbones")
+    model = build_model(out / "backbones", cfg.image_size)
     datasets = {}
     for name, annotations, conversations in (("train-oracle", paths.oracle, paths.train),
                                              ("train-blank", paths.blank, paths.train),
@@ -109,7 +118,7 @@ def prepare(cfg: AblationConfig) -> dict:
             started = time.monotonic()
             table = read_annotations(annotations, columns=ANNOTATION_COLUMNS)
             report = build_cache(model, table, load_conversations(conversations), cache, dtype="float32",
-                                 progress=False)
+                                 prompt=PromptFormat(**PROMPT), progress=False)
             log(f"cache {name}: {report.summary()} ({time.monotonic() - started:.0f}s)")
         datasets[name] = CachedDataset(cache)
     for split in ("train", "heldout"):
@@ -127,19 +136,18 @@ def run_arm(arm: str, cfg: AblationConfig, datasets: dict, budget) -> dict:
     from .evaluate import write_answers
 
     aux = "blank" if arm == "no-aux" else "oracle"
-    mixers_on = arm != "no-mixer"
     torch.manual_seed(cfg.seed)  # identical initial weights in every arm
-    model = build_model(Path(cfg.out) / "backbones")
+    moai = build_model(Path(cfg.out) / "backbones", cfg.image_size)
+    model = arm_lib.WithoutMixers(moai) if arm == "no-mixer" else moai
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     started = time.monotonic()
     losses = {}
     for stage in (1, 2):
         log(f"[{arm}] stage {stage}")
-        losses[stage] = arm_lib.train_stage(model, datasets[f"train-{aux}"], stage, budget, pad, log=log,
-                                            mixers_on=mixers_on)
-    answers = arm_lib.answer(model, datasets[f"heldout-{aux}"], pad, budget, mixers_on=mixers_on)
+        losses[stage] = arm_lib.train_stage(model, datasets[f"train-{aux}"], stage, budget, pad, log=log)
+    answers = arm_lib.answer(model, datasets[f"heldout-{aux}"], pad, budget)
     write_answers(answers, Path(cfg.out) / "answers" / f"{arm}.jsonl")
-    gates = arm_lib.gate_weights(model, datasets[f"heldout-{aux}"], pad) if mixers_on else {}
+    gates = arm_lib.gate_weights(model, datasets[f"heldout-{aux}"], pad) if model is moai else {}
     result = {"answers": answers, "gates": gates, "seconds": time.monotonic() - started,
               "final_loss": {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}}
     log(f"[{arm}] done in {result['seconds']:.0f}s; final losses {result['final_loss']}")
@@ -175,8 +183,11 @@ def run(cfg: AblationConfig) -> str:
     if missing:
         raise RuntimeError("the ablation needs the MoAI model and its feature cache, which are missing:\n  - "
                            + "\n  - ".join(missing))
+    import torch
+
     from .arm import TrainBudget
 
+    torch.set_num_threads(cfg.threads)
     started = time.monotonic()
     prepared = prepare(cfg)
     budget = TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
@@ -210,14 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-scenes", type=int)
     parser.add_argument("--heldout-scenes", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--image-size", type=int, help="CLIP input size, a multiple of 14 (default 126)")
     parser.add_argument("--stage1-epochs", type=float)
     parser.add_argument("--stage2-epochs", type=float)
+    parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args(argv)
-    cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms))
+    cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads)
     if args.quick:
         cfg = replace(cfg, **QUICK)
-    overrides = {k: getattr(args, k) for k in ("train_scenes", "heldout_scenes", "batch_size",
+    overrides = {k: getattr(args, k) for k in ("train_scenes", "heldout_scenes", "batch_size", "image_size",
                                               "stage1_epochs", "stage2_epochs") if getattr(args, k) is not None}
     cfg = replace(cfg, **overrides)
     try:
