@@ -1,5 +1,6 @@
 """The `sgg` annotator on the tiny random-weight PSGTR, and the scene-graph rows it writes."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -121,6 +122,14 @@ def test_empty_result_gives_empty_graph(shared_dir):
         {"objects": [], "relations": []}
 
 
+def test_tiny_model_is_deterministic(options, tmp_path):
+    from annotators.psgtr.checkpoint import file_sha256
+    again = tiny_config(tmp_path / "nested" / "dir")
+    assert file_sha256(Path(again["model_dir"]) / "model.safetensors") == \
+        file_sha256(Path(options["model_dir"]) / "model.safetensors")
+    assert tiny_config(tmp_path / "nested" / "dir") == again  # reuses the folder
+
+
 def test_config_errors(options, tmp_path):
     with pytest.raises(ValueError, match="model_dir is required"):
         PSGTRAnnotator.Config()
@@ -139,3 +148,20 @@ def test_provenance(annotator):
     json.dumps(prov)
     assert prov["annotator"] == "sgg" and prov["compat"] == "none" and len(prov["weights_sha256"]) == 64
     assert prov["classes"]["size"] == 133 and prov["predicates"]["size"] == 56
+
+
+def _bf16_rows(options, device):
+    annotator = PSGTRAnnotator(PSGTRAnnotator.Config(**{**options, "device": device, "dtype": "bfloat16"}))
+    rows = annotator(np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8))
+    pa.array([row["scene_graph"] for row in rows], type=SCENE_GRAPH)
+    assert all(row["scene_graph"]["relations"] for row in rows)
+    assert annotator.provenance()["dtype"] == "bfloat16"
+
+
+def test_bf16_annotator_cpu(options):
+    _bf16_rows(options, "cpu")
+
+
+@pytest.mark.gpu
+def test_bf16_annotator_gpu(options):
+    _bf16_rows(options, "cuda")
