@@ -2,11 +2,15 @@
 import json
 import pickle
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
-from annotators.psgtr.checkpoint import load_model_dir
+from annotators.psgtr.annotator import PSGTRAnnotator
+from annotators.psgtr.checkpoint import file_sha256, load_model_dir
 from annotators.psgtr.convert import ConversionError, convert, main, map_state_dict, rename_key
+from schemas.schema import SCENE_GRAPH
 
 from .checkpoint_names import moai_names, published_state_dict
 
@@ -39,17 +43,33 @@ def mmcv_checkpoint(tmp_path_factory):
     return path, state
 
 
-def test_round_trip_strict(mmcv_checkpoint, vocab, tmp_path):
-    path, state = mmcv_checkpoint
-    assert main([str(path), str(tmp_path / "model"), "--classes", str(vocab[0]), "--predicates", str(vocab[1])]) == 0
-    model, info = load_model_dir(tmp_path / "model")  # strict load inside
+@pytest.fixture(scope="module")
+def converted(mmcv_checkpoint, vocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "psgtr_r50"
+    path = mmcv_checkpoint[0]
+    assert main([str(path), str(out), "--classes", str(vocab[0]), "--predicates", str(vocab[1])]) == 0
+    return out
+
+
+def test_round_trip_strict(mmcv_checkpoint, converted):
+    _, state = mmcv_checkpoint
+    model, info = load_model_dir(converted)  # strict load inside
     ours = model.state_dict()
     assert len(ours) == len(state) == 585
     for key, value in state.items():
         torch.testing.assert_close(ours[rename_key(key)], value, rtol=0, atol=0)
     assert info.class_names[131] == "wall-other-merged" and len(info.predicate_names) == 56
-    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    meta = json.loads((converted / "config.json").read_text())
     assert meta["source"]["num_keys"] == 585 and meta["source"]["stubbed_metadata_globals"] == []
+    assert meta["source"]["checkpoint_sha256"] == file_sha256(mmcv_checkpoint[0])
+
+
+def test_moai_profile_runs_from_converted_checkpoint(converted):
+    annotator = PSGTRAnnotator(PSGTRAnnotator.Config(model_dir=str(converted), device="cpu", compat="moai",
+                                                     image_scale=(64, 64)))
+    rows = annotator(np.zeros((1, 48, 48, 3), dtype=np.uint8))
+    pa.array([rows[0]["scene_graph"]], type=SCENE_GRAPH)
+    assert annotator.provenance()["model"] == "psgtr_resnet50" and annotator.post_cfg.class_131_quirk
 
 
 def test_moai_naming_maps_identically(mmcv_checkpoint):
