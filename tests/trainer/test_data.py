@@ -7,7 +7,7 @@ import torch
 from schemas import read_annotations
 from tests.trainer.train_corpus import write_corpus
 from trainer.data import (
-    ANNOTATION_COLUMNS, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
+    ANNOTATION_COLUMNS, describe_conversations, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
     plan_batches, tokenize_conversation,
 )
 
@@ -92,3 +92,22 @@ def test_collate_pads_and_masks(corpus, tokenizer):
         assert torch.equal(batch["input_ids"][b, :n], item["input_ids"])
         assert (batch["labels"][b, n:] == IGNORE_INDEX).all()
         assert batch["aux_attention_mask"][b].sum() == len(item["aux_input_ids"])
+
+
+def test_demo_conversations_answer_from_the_segments(corpus, tmp_path):
+    from trainer.cli import main
+    assert main(["conversations", "--annotations", str(corpus["annotations"]), "--out", str(tmp_path / "c.json")]) == 0
+    conversations = load_conversations(tmp_path / "c.json")
+    assert len(conversations) == 6  # the error row has nothing to describe
+    assert conversations[0]["image"] == "img0.png"
+    assert conversations[0]["conversations"][1]["value"] == "wall, circle."
+    assert describe_conversations(read_annotations(corpus["annotations"]))[1]["conversations"][1]["value"] == \
+        "wall, square."
+
+
+def test_cli_lists_commands_and_rejects_unknown(capsys):
+    from trainer.cli import main
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("cache", "train", "generate", "conversations"))
+    assert main(["bogus"]) == 2

@@ -87,6 +87,13 @@ def test_stage2_starts_from_stage1(corpus, tmp_path):
     events.Reload()
     gate_tags = [t for t in events.Tags()["scalars"] if t.startswith("gates/")]
     assert "gates/layer1/image_aux" in gate_tags and "gates/layer3/language_self" in gate_tags
+    # and the result answers a question (greedy decoding through the trained Mixer)
+    from trainer.cli import main
+    assert main(["generate", "--model", str(result["checkpoint"]), "--annotations", str(corpus / "annotations"),
+                 "--image", "img1.png", "--question", "What shape is shown?", "--max-new-tokens", "3",
+                 "--device", "cpu"]) == 0
+    assert main(["generate", "--model", str(result["checkpoint"]), "--annotations", str(corpus / "annotations"),
+                 "--image", "broken.png", "--device", "cpu"]) == 2
 
 
 def test_stage2_without_stage1_checkpoint_says_so(corpus, tmp_path):

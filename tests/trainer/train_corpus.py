@@ -44,6 +44,12 @@ def write_corpus(root: Path, n_images: int = 6) -> dict[str, Path]:
         path = root / "images" / f"img{i}.png"
         image.save(path)
         row = empty_row(f"img{i}.png", str(path), 160, 160)
+        shape_area = int((segments == 1).sum())
+        row["panoptic"] = [
+            {"segment_id": 1, "label_id": 0, "label": shape, "is_thing": True, "score": 0.9,
+             "box": [0.25, 0.25, 0.75, 0.75], "area": shape_area},
+            {"segment_id": 2, "label_id": 1, "label": "wall-other-merged", "is_thing": False, "score": 0.8,
+             "box": [0.0, 0.0, 1.0, 1.0], "area": 490 * 490 - shape_area}]
         row.update(ps_map=encode_ps_map(segments), text_ps=f"The image includes bounding box coordinates "
                    f"and their objects: [0.25, 0.25, 0.75, 0.75] {shape}.", text_owod="", text_sgg="", text_ocr="")
         row["text_aux"] = f"{row['text_ps']}   "
