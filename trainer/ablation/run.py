@@ -27,8 +27,8 @@ ARMS = ("moai", "no-aux", "no-mixer")
 class AblationConfig:
     out: str = "runs/ablation"
     seed: int = 0
-    train_scenes: int = 1000
-    heldout_scenes: int = 120
+    train_scenes: int = 2000
+    heldout_scenes: int = 200
     image_size: int = 126          # 9 x 9 CLIP patches (3 x 3 per grid cell); MoAI's 490 is 1,225 tokens
     batch_size: int = 16
     stage1_epochs: float = 1.0
