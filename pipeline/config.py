@@ -62,7 +62,7 @@ class RunConfig:
     working_size: int = 490          # images are squashed to working_size x working_size (MoAI)
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_batch_size: int = 16
-    decode_num_cpus: float = 1.0
+    decode_num_cpus: float = 1.0     # per CPU task (decode, and verbalize + write)
     rows_per_file: int = 1000        # rows per Parquet file (the last file of a run may be smaller)
     retry_errors: bool = False       # re-annotate images whose stored row is an error
     max_errored_blocks: int = 1000   # blocks lost to crashed workers before the run aborts (rows come back as errors)

@@ -115,7 +115,8 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
             compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.max_actors),
             num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
             max_restarts=stage.max_restarts, max_task_retries=stage.max_task_retries)
-    return ds.map_batches(finalize, batch_format="pyarrow", fn_kwargs={"verbalize": cfg.verbalize})
+    return ds.map_batches(finalize, batch_format="pyarrow", fn_kwargs={"verbalize": cfg.verbalize},
+                          num_cpus=cfg.decode_num_cpus)
 
 
 def account_for_lost(cfg: RunConfig, todo: list[Item], provenance: dict, reason: str) -> int:
