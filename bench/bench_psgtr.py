@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from annotators.base import resolve_device
 from annotators.psgtr.annotator import PSGTRAnnotator
 from annotators.psgtr.checkpoint import save_model_dir
 from annotators.psgtr.config import PSGTRConfig
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
                         help="auto: only on CUDA (CPU bf16 is slow without AMX)")
     args = parser.parse_args(argv)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     images = np.random.default_rng(0).integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         base = {"model_dir": str(write_random_model(Path(tmp))), "device": device,
@@ -66,10 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         runs = [("per-image loop, fp32 (published: batch 1)", {**base, "batch_size": 1}),
                 (f"batched x{args.batch_size}, fp32", {**base, "batch_size": args.batch_size})]
         if args.bf16 == "yes" or (args.bf16 == "auto" and device == "cuda"):
-            runs.append((f"batched x{args.batch_size}, bf16", {**base, "batch_size": args.batch_size, "dtype": "bfloat16"}))
+            runs.append((f"batched x{args.batch_size}, bf16",
+                         {**base, "batch_size": args.batch_size, "dtype": "bfloat16"}))
         results = [(name, *measure(options, images, device)) for name, options in runs]
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"PSGTR R50, {args.images} images {args.size}x{args.size} -> fit {tuple(args.image_scale)}, {name}, torch {torch.__version__}")
+    print(f"PSGTR R50, {args.images} images {args.size}x{args.size} -> fit {tuple(args.image_scale)}, {name}, "
+          f"torch {torch.__version__}")
     print(f"{'mode':<45} {'images/s':>9} {'vs batch 1':>10} {'peak GiB':>9}")
     for label, rate, memory in results:
         print(f"{label:<45} {rate:>9.2f} {rate / results[0][1]:>9.2f}x {memory:>9.2f}")

@@ -115,8 +115,8 @@ class PSGTRAnnotator:
                 x = x.flip(0)  # MoAI hands RGB to a pipeline that swaps BGR->RGB: the model sees BGR
             pixels[i, :, : r.shape[0], : r.shape[1]] = (x - self.mean[0]) / self.std[0]
         sizes = torch.tensor([r.shape[:2] for r in resized], dtype=torch.long)
-        scale = np.array([[r.shape[1] / img.shape[1], r.shape[0] / img.shape[0]] * 2 for r, img in zip(resized, images)],
-                         dtype=np.float32)
+        scale = np.array([[r.shape[1] / img.shape[1], r.shape[0] / img.shape[0]] * 2
+                          for r, img in zip(resized, images)], dtype=np.float32)
         return pixels, sizes, scale
 
     @torch.inference_mode()

@@ -34,8 +34,8 @@ class PSGTRConfig:
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
         if self.d_model % 128 or (self.d_model + self.num_heads) % 8:
-            raise ValueError(f"the mask head's GroupNorm(8) needs d_model % 128 == 0 and (d_model + num_heads) % 8 == 0;"
-                             f" got d_model={self.d_model}, num_heads={self.num_heads}")
+            raise ValueError("the mask head's GroupNorm(8) needs d_model % 128 == 0 and "
+                             f"(d_model + num_heads) % 8 == 0; got d_model={self.d_model}, num_heads={self.num_heads}")
         if self.d_model % 2 or (self.d_model // 2) % 2:
             raise ValueError(f"the sine positional encoding needs d_model divisible by 4, got {self.d_model}")
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))

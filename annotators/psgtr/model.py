@@ -175,8 +175,10 @@ class PSGTR(nn.Module):
         if with_masks:
             memory_map = memory.transpose(1, 2).reshape(src.shape)  # (B, D, h, w)
             fpn = (c4, c3, c2)
-            out.sub_masks = self.sub_mask_head(src, self.sub_bbox_attention(hs, memory_map, padding), fpn, mask_chunk_size)
-            out.obj_masks = self.obj_mask_head(src, self.obj_bbox_attention(hs, memory_map, padding), fpn, mask_chunk_size)
+            sub_attention = self.sub_bbox_attention(hs, memory_map, padding)
+            out.sub_masks = self.sub_mask_head(src, sub_attention, fpn, mask_chunk_size)
+            obj_attention = self.obj_bbox_attention(hs, memory_map, padding)
+            out.obj_masks = self.obj_mask_head(src, obj_attention, fpn, mask_chunk_size)
         return out
 
     @staticmethod

@@ -61,13 +61,15 @@ class TripletResult:
     empty: bool                      # nothing passed the keep filter (labels/masks are placeholders)
 
 
-def resize_masks(logits: torch.Tensor, out_size: tuple[int, int], img_shape: tuple[int, int], mode: str) -> torch.Tensor:
+def resize_masks(logits: torch.Tensor, out_size: tuple[int, int], img_shape: tuple[int, int],
+                 mode: str) -> torch.Tensor:
     """(N, Hm, Wm) stride-4 logits of the padded input -> (N, H0, W0)."""
     if mode == "stretch":
         return F.interpolate(logits.unsqueeze(1), size=out_size).squeeze(1)
     hm, wm = logits.shape[-2:]
-    rows = ((torch.arange(out_size[0], dtype=torch.float64) + 0.5) * img_shape[0] / out_size[0] / 4).long().clamp_(max=hm - 1)
-    cols = ((torch.arange(out_size[1], dtype=torch.float64) + 0.5) * img_shape[1] / out_size[1] / 4).long().clamp_(max=wm - 1)
+    rows = (torch.arange(out_size[0], dtype=torch.float64) + 0.5) * img_shape[0] / out_size[0] / 4
+    cols = (torch.arange(out_size[1], dtype=torch.float64) + 0.5) * img_shape[1] / out_size[1] / 4
+    rows, cols = rows.long().clamp_(max=hm - 1), cols.long().clamp_(max=wm - 1)
     return logits[:, rows.to(logits.device)][:, :, cols.to(logits.device)]
 
 
@@ -110,7 +112,8 @@ def _rescaled_boxes(boxes, scores, img_shape, scale_factor):
 
 def postprocess(s_cls: torch.Tensor, o_cls: torch.Tensor, r_cls: torch.Tensor,
                 s_boxes: torch.Tensor, o_boxes: torch.Tensor, s_masks: torch.Tensor, o_masks: torch.Tensor,
-                img_shape: tuple[int, int], scale_factor, cfg: PostprocessConfig = PostprocessConfig()) -> TripletResult:
+                img_shape: tuple[int, int], scale_factor,
+                cfg: PostprocessConfig = PostprocessConfig()) -> TripletResult:
     """One image. s_cls/o_cls (Q, C+1) logits, r_cls (Q, P+1), boxes (Q, 4) sigmoid cxcywh, masks (Q, Hm, Wm)
     logits; img_shape (h', w') resized unpadded; scale_factor (w'/w, h'/h, w'/w, h'/h) float32."""
     scale_factor = torch.as_tensor(scale_factor, dtype=torch.float32)
@@ -170,7 +173,8 @@ def postprocess(s_cls: torch.Tensor, o_cls: torch.Tensor, r_cls: torch.Tensor,
     if num_kept == 0:
         pan_img = torch.ones(mask_size, dtype=torch.long)
         return TripletResult(
-            **result, labels=torch.tensor([1]), scores=torch.zeros(1), rel_pair_idxes=torch.zeros((0, 2), dtype=torch.int),
+            **result, labels=torch.tensor([1]), scores=torch.zeros(1),
+            rel_pair_idxes=torch.zeros((0, 2), dtype=torch.int),
             rel_dists=r_dists.new_zeros((0, num_pred + 1)), rel_labels=torch.zeros(0, dtype=torch.long),
             pan_results=pan_img, masks=pan_img.unsqueeze(0), rels=torch.zeros((1, 3), dtype=torch.long), empty=True)
 

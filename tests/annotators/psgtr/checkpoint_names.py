@@ -29,17 +29,22 @@ def head_shapes(num_classes: int = 133, num_predicates: int = 56) -> dict[str, t
     for n in range(6):
         p = f"bbox_head.transformer.decoder.layers.{n}"
         shapes |= _attention(f"{p}.attentions.0") | _attention(f"{p}.attentions.1") | _ffn_norms(p, 3)
-    shapes |= {"bbox_head.transformer.decoder.post_norm.weight": (256,), "bbox_head.transformer.decoder.post_norm.bias": (256,),
+    shapes |= {"bbox_head.transformer.decoder.post_norm.weight": (256,),
+               "bbox_head.transformer.decoder.post_norm.bias": (256,),
                "bbox_head.input_proj.weight": (256, 2048, 1, 1), "bbox_head.input_proj.bias": (256,),
                "bbox_head.query_embed.weight": (100, 256)}
     for r in ("obj", "sub"):
-        shapes |= {f"bbox_head.{r}_cls_embed.weight": (num_classes + 1, 256), f"bbox_head.{r}_cls_embed.bias": (num_classes + 1,)}
+        shapes |= {f"bbox_head.{r}_cls_embed.weight": (num_classes + 1, 256),
+                   f"bbox_head.{r}_cls_embed.bias": (num_classes + 1,)}
         for i, out in enumerate((256, 256, 4)):
-            shapes |= {f"bbox_head.{r}_box_embed.layers.{i}.weight": (out, 256), f"bbox_head.{r}_box_embed.layers.{i}.bias": (out,)}
-    shapes |= {"bbox_head.rel_cls_embed.weight": (num_predicates + 1, 256), "bbox_head.rel_cls_embed.bias": (num_predicates + 1,)}
+            shapes |= {f"bbox_head.{r}_box_embed.layers.{i}.weight": (out, 256),
+                       f"bbox_head.{r}_box_embed.layers.{i}.bias": (out,)}
+    shapes |= {"bbox_head.rel_cls_embed.weight": (num_predicates + 1, 256),
+               "bbox_head.rel_cls_embed.bias": (num_predicates + 1,)}
     for r in ("sub", "obj"):
         for lin in ("q_linear", "k_linear"):
-            shapes |= {f"bbox_head.{r}_bbox_attention.{lin}.weight": (256, 256), f"bbox_head.{r}_bbox_attention.{lin}.bias": (256,)}
+            shapes |= {f"bbox_head.{r}_bbox_attention.{lin}.weight": (256, 256),
+                       f"bbox_head.{r}_bbox_attention.{lin}.bias": (256,)}
         p = f"bbox_head.{r}_mask_head"
         for i, (cout, cin) in enumerate(((264, 264), (128, 264), (64, 128), (32, 64), (16, 32)), start=1):
             shapes |= {f"{p}.lay{i}.weight": (cout, cin, 3, 3), f"{p}.lay{i}.bias": (cout,),
@@ -61,7 +66,8 @@ def published_state_dict(naming: str = "mmcv", seed: int = 0) -> "OrderedDict[st
         if key.endswith("num_batches_tracked"):
             state[f"backbone.{key}"] = torch.tensor(0)
         elif not key.startswith("fc."):
-            state[f"backbone.{key}"] = torch.rand(value.shape, generator=gen) * 0.1 + (0.5 if "running_var" in key else -0.05)
+            offset = 0.5 if "running_var" in key else -0.05  # variances stay positive
+            state[f"backbone.{key}"] = torch.rand(value.shape, generator=gen) * 0.1 + offset
     for key, shape in head_shapes().items():
         state[key] = torch.rand(shape, generator=gen) * 0.1 - 0.05
     return moai_names(state) if naming == "moai" else state

@@ -59,7 +59,8 @@ def test_batch_equals_single_images(options, images):
     for image, row in zip(images[:2], batched):
         single = annotator(image[None])[0]["scene_graph"]
         graph = row["scene_graph"]
-        assert [(o["label_id"], o["box"]) for o in graph["objects"]] == [(o["label_id"], o["box"]) for o in single["objects"]]
+        assert [(o["label_id"], o["box"]) for o in graph["objects"]] == \
+            [(o["label_id"], o["box"]) for o in single["objects"]]
         assert [(r["subject"], r["object"], r["predicate_id"]) for r in graph["relations"]] == \
             [(r["subject"], r["object"], r["predicate_id"]) for r in single["relations"]]
         np.testing.assert_allclose([r["score"] for r in graph["relations"]], [r["score"] for r in single["relations"]],
