@@ -168,7 +168,7 @@ def check_compatible(meta: dict, model_config: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     from schemas import read_annotations
 
-    from .train import build_model, load_recipe
+    from .recipe import build_model, load_recipe, parse_overrides
     parser = argparse.ArgumentParser(prog="trainer cache", description=__doc__.splitlines()[0])
     parser.add_argument("--annotations", required=True, help="pipeline output: a Parquet file or directory")
     parser.add_argument("--conversations", required=True, help="LLaVA/ShareGPT4V conversation JSON")
@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=256, help="images per shard file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, as for `trainer train`")
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe)
+    recipe = parse_overrides(load_recipe(args.recipe), args.set)
     model = build_model(recipe["model"])
     table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)
     report = build_cache(model, table, load_conversations(args.conversations), args.out,

@@ -84,10 +84,11 @@ class MoAIRecipe:
             if unexpected:
                 raise ValueError(f"{init} holds weights this model does not have: {unexpected[:5]}")
             self.log(f"stage 2 starts from stage-1 weights {init}")
-        if self.cfg.gradient_checkpointing:
-            for module in model.modules():
-                if hasattr(module, "gradient_checkpointing_enable") and module is not model:
-                    module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.cfg.gradient_checkpointing:  # the LM's decoder layers recompute activations in backward
+            if hasattr(model.lm, "activation_checkpointing_enable"):
+                model.lm.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for part in (model.connector, model.compressor, model.mixers):
             part.float()  # fp32 master weights for AdamW even when the frozen backbones are bf16
         self.module = model.to(self.device)
@@ -95,7 +96,8 @@ class MoAIRecipe:
         self.model = self._wrap(model)
         n_train = sum(p.numel() for p in self.params)
         self.log(f"stage {self.stage}: {n_train:,} trainable of {sum(p.numel() for p in model.parameters()):,} "
-                 f"parameters on {self.world_size} x {self.device.type} ({self.cfg.distributed})")
+                 f"parameters on {self.world_size} x {self.device.type}"
+                 + (f" ({self.cfg.distributed})" if self.world_size > 1 else ""))
 
     def _wrap(self, model):
         if self.world_size == 1:

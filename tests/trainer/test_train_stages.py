@@ -100,3 +100,28 @@ def test_stage2_without_stage1_checkpoint_says_so(corpus, tmp_path):
     job = MoAIRecipe(recipe_at(corpus, tmp_path / "nothing", max_steps=1), 2)
     with pytest.raises(FileNotFoundError, match="no trainable weights at .*stage1/final"):
         job.setup()
+
+
+def test_gradient_checkpointing_gives_the_same_steps(corpus, tmp_path):
+    settings = dict(micro_batch_size=2, max_steps=2, save_every=0)
+    plain = run(recipe_at(corpus, tmp_path / "plain", **settings), 1)
+    job = MoAIRecipe(recipe_at(corpus, tmp_path / "gc", gradient_checkpointing=True, **settings), 1)
+    job.setup()
+    try:
+        assert job.module.lm.is_activation_checkpointing
+        checkpointed = job.train()
+    finally:
+        job.cleanup()
+    torch.testing.assert_close(torch.tensor(checkpointed["losses"]), torch.tensor(plain["losses"]))
+    a, b = load_trainable(plain["checkpoint"]), load_trainable(checkpointed["checkpoint"])
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_on_gpu(corpus, tmp_path):
+    result = run(recipe_at(corpus, tmp_path, micro_batch_size=2, max_steps=3, precision="bf16",
+                           gradient_checkpointing=True, device="cuda"), 1)
+    assert len(result["losses"]) == 3 and all(torch.isfinite(torch.tensor(result["losses"])))
+    weights = load_trainable(result["checkpoint"])
+    assert all(v.dtype == torch.float32 for v in weights.values())  # fp32 master weights under autocast
