@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(MoAI-style loop on {min(args.images, args.moai_images)}) threads={torch.get_num_threads()}")
     print(f"{'annotator':<10} {'variant':<44} {'images/s':>10} {'vs MoAI loop':>13}")
     for kind, variant, ips, ratio in rows:
-        print(f"{kind:<10} {variant:<44} {ips:>10.2f} {ratio:>12.2f}x")
+        print(f"{kind:<10} {variant:<44} {ips:>10.3g} {ratio:>12.2f}x")
 
 
 if __name__ == "__main__":
