@@ -1,7 +1,7 @@
 """The feature cache: frozen CLIP features of each photo and its panoptic colour map, computed once.
 
 Layout of `--out DIR`:
-  index.parquet              one row per sample: ids, tokenized conversation and auxiliary text,
+  index.arrow                one row per sample: ids, tokenized conversation and auxiliary text,
                              and where its image's features live (shard, slot)
   features-00000.safetensors image_features (n, N, Dv) and ps_features (n, N, Dv), one slot per image
   meta.json                  model config, dtype, bytes per sample, the join report
@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from .data import (
-    ANNOTATION_COLUMNS, JoinReport, PromptFormat, _text_tensors, join_samples, load_conversations, load_image,
-    load_ps_ids,
+    ANNOTATION_COLUMNS, JoinReport, PromptFormat, answer_tokens, join_samples, load_conversations, load_image,
+    load_ps_ids, sample_lengths,
 )
 
-INDEX_FILE = "index.parquet"
+INDEX_FILE = "index.arrow"  # Arrow IPC, uncompressed: memory-mapped, never loaded whole
 META_FILE = "meta.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -104,8 +103,11 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
         "aux_input_ids": pa.array([s["aux_input_ids"] for s in kept], pa.list_(pa.int32())),
         "shard": pa.array([where[s["row"]][0] for s in kept], pa.int32()),
         "slot": pa.array([where[s["row"]][1] for s in kept], pa.int32()),
+        "length": pa.array(sample_lengths(kept), pa.int32()),
+        "answer_tokens": pa.array(answer_tokens(kept), pa.int32()),
     })
-    pq.write_table(index, out / INDEX_FILE)
+    with pa.OSFile(str(out / INDEX_FILE), "wb") as sink, pa.ipc.new_file(sink, index.schema) as writer:
+        writer.write_table(index, max_chunksize=65536)
     feature_shape = tuple(image_feats[0].shape[1:]) if image_feats else None
     if feature_shape is None and where:
         from safetensors import safe_open
@@ -129,15 +131,22 @@ class CachedDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"{self.dir} is not a feature cache (no {INDEX_FILE}); "
                                     "make one with `trainer cache`")
         self.meta = json.loads((self.dir / META_FILE).read_text())
-        index = pq.read_table(self.dir / INDEX_FILE).to_pydict()
-        self.samples = [{"sample_id": sid, "image_id": iid, "input_ids": ii, "labels": lb,
-                         "aux_input_ids": ax, "shard": sh, "slot": sl}
-                        for sid, iid, ii, lb, ax, sh, sl in zip(*(index[k] for k in (
-                            "sample_id", "image_id", "input_ids", "labels", "aux_input_ids", "shard", "slot")))]
-        self._handles: dict[int, object] = {}
+        self._table, self._handles = None, {}
+        index = self._index()
+        self.lengths = index.column("length").to_numpy().tolist()
+        self.answer_tokens = index.column("answer_tokens").to_numpy().tolist()
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.lengths)
+
+    def _index(self):
+        if self._table is None:  # memory-mapped: rows are paged in when read
+            self._table = pa.ipc.open_file(pa.memory_map(str(self.dir / INDEX_FILE))).read_all()
+        return self._table
+
+    def record(self, i: int) -> dict:
+        """Sample i's ids, tokens and feature location, as Python values."""
+        return {name: self._index().column(name)[i].as_py() for name in self._index().column_names}
 
     def _shard(self, k: int):
         if k not in self._handles:  # opened per DataLoader worker, on first use
@@ -146,14 +155,17 @@ class CachedDataset(torch.utils.data.Dataset):
         return self._handles[k]
 
     def __getitem__(self, i: int) -> dict:
-        s = self.samples[i]
-        shard = self._shard(s["shard"])
-        return {**_text_tensors(s),
-                "image_features": shard.get_slice("image_features")[s["slot"]:s["slot"] + 1][0],  # (N, Dv)
-                "ps_features": shard.get_slice("ps_features")[s["slot"]:s["slot"] + 1][0]}
+        index = self._index()
+        shard_id, slot = index.column("shard")[i].as_py(), index.column("slot")[i].as_py()
+        shard = self._shard(shard_id)
+        text = {name: torch.from_numpy(index.column(name)[i].values.to_numpy(zero_copy_only=False).astype("int64"))
+                for name in ("input_ids", "labels", "aux_input_ids")}
+        return {**text,
+                "image_features": shard.get_slice("image_features")[slot:slot + 1][0],  # (N, Dv)
+                "ps_features": shard.get_slice("ps_features")[slot:slot + 1][0]}
 
-    def __getstate__(self):  # DataLoader workers reopen shards themselves
-        return {**self.__dict__, "_handles": {}}
+    def __getstate__(self):  # DataLoader workers map the index and open the shards themselves
+        return {**self.__dict__, "_handles": {}, "_table": None}
 
 
 def check_compatible(meta: dict, model_config: dict) -> None:

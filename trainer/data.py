@@ -212,6 +212,7 @@ class OnlineDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: list[dict], table, image_size: int = IMAGE_SIZE):
         self.samples, self.image_size = samples, image_size
+        self.lengths, self.answer_tokens = sample_lengths(samples), answer_tokens(samples)
         self.sources = table.column("source").to_pylist()
         self.ps_maps = table.column("ps_map")
 

@@ -27,7 +27,7 @@ from .checkpoint import (
     checkpoint_dir, latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint,
 )
 from .recipe import TrainConfig, build_model, load_recipe, parse_overrides, stage_config
-from .data import answer_tokens, collate, plan_batches, sample_lengths
+from .data import collate, plan_batches
 from .observe import Observer
 
 FINAL = "final"
@@ -139,17 +139,17 @@ class MoAIRecipe:
                 self.out.mkdir(parents=True, exist_ok=True)
                 report.write(self.out / "join_report.json")
             self.dataset = OnlineDataset(samples, table, self.module.config.image_size)
-        samples = self.dataset.samples
-        if not samples:
+        n_samples = len(self.dataset)
+        if not n_samples:
             raise ValueError("no usable training samples; see the join report above")
-        self.lengths, self.answer_tokens = sample_lengths(samples), answer_tokens(samples)
+        self.lengths, self.answer_tokens = self.dataset.lengths, self.dataset.answer_tokens
         global_batch = self.cfg.micro_batch_size * self.world_size * self.cfg.grad_accum
-        self.steps_per_epoch = len(samples) // global_batch
+        self.steps_per_epoch = n_samples // global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(samples)} samples do not fill one global batch of {global_batch} "
+            raise ValueError(f"{n_samples} samples do not fill one global batch of {global_batch} "
                              "(micro_batch_size x processes x grad_accum); lower one of them")
-        if len(samples) % global_batch:
-            self.log(f"{len(samples) % global_batch} samples beyond the last full global batch of "
+        if n_samples % global_batch:
+            self.log(f"{n_samples % global_batch} samples beyond the last full global batch of "
                      f"{global_batch} are left out of each epoch (a different tail each epoch)")
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
         if self.cfg.max_steps:

@@ -41,7 +41,10 @@ def test_cached_item_equals_online_features(setup):
     root, _, _, model, table, _ = setup
     dataset = CachedDataset(root / "features")
     item = dataset[5]
-    row = table.column("image_id").to_pylist().index(dataset.samples[5]["image_id"])
+    record = dataset.record(5)
+    assert torch.equal(item["input_ids"], torch.tensor(record["input_ids"]))
+    assert dataset.lengths[5] == len(record["input_ids"]) + len(record["aux_input_ids"]) == record["length"]
+    row = table.column("image_id").to_pylist().index(record["image_id"])
     image = torch.from_numpy(load_image(table.column("source")[row].as_py(), 112).copy())[None]
     ps = torch.from_numpy(load_ps_ids(table.column("ps_map")[row].as_py(), 112).copy())[None]
     with torch.no_grad():
@@ -75,3 +78,16 @@ def test_unreadable_images_are_counted_by_the_cli(setup, tmp_path, capsys):
     assert "c2" in saved["examples"]["unreadable_image"][0]
     assert CachedDataset(tmp_path / "out")[0]["image_features"].dtype == torch.bfloat16
     assert "5 samples" in capsys.readouterr().out
+
+
+def test_cache_streams_through_dataloader_workers(setup):
+    from functools import partial
+
+    from trainer.data import collate
+    root = setup[0]
+    dataset = CachedDataset(root / "features")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2,
+                                         collate_fn=partial(collate, pad_token_id=0))
+    batches = list(loader)
+    assert [b["image_features"].shape for b in batches] == [(3, 64, 32)] * 2
+    torch.testing.assert_close(batches[1]["ps_features"][2], dataset[5]["ps_features"], rtol=0, atol=0)
