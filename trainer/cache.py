@@ -144,6 +144,13 @@ class CachedDataset(torch.utils.data.Dataset):
             self._table = pa.ipc.open_file(pa.memory_map(str(self.dir / INDEX_FILE))).read_all()
         return self._table
 
+    @property
+    def samples(self) -> list[dict]:
+        """Every record as Python values (small caches, e.g. ablations); at scale use record(i)."""
+        if "_samples" not in self.__dict__:
+            self._samples = self._index().to_pylist()
+        return self._samples
+
     def record(self, i: int) -> dict:
         """Sample i's ids, tokens and feature location, as Python values."""
         return {name: self._index().column(name)[i].as_py() for name in self._index().column_names}
@@ -165,7 +172,9 @@ class CachedDataset(torch.utils.data.Dataset):
                 "ps_features": shard.get_slice("ps_features")[slot:slot + 1][0]}
 
     def __getstate__(self):  # DataLoader workers map the index and open the shards themselves
-        return {**self.__dict__, "_handles": {}, "_table": None}
+        state = {**self.__dict__, "_handles": {}, "_table": None}
+        state.pop("_samples", None)
+        return state
 
 
 def check_compatible(meta: dict, model_config: dict) -> None:

@@ -44,6 +44,7 @@ def test_cached_item_equals_online_features(setup):
     record = dataset.record(5)
     assert torch.equal(item["input_ids"], torch.tensor(record["input_ids"]))
     assert dataset.lengths[5] == len(record["input_ids"]) + len(record["aux_input_ids"]) == record["length"]
+    assert dataset.samples[5] == record
     row = table.column("image_id").to_pylist().index(record["image_id"])
     image = torch.from_numpy(load_image(table.column("source")[row].as_py(), 112).copy())[None]
     ps = torch.from_numpy(load_ps_ids(table.column("ps_map")[row].as_py(), 112).copy())[None]
