@@ -94,7 +94,7 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
             if len(report.examples["unreadable_image"]) < 10:
                 report.examples["unreadable_image"].append(f"{s['sample_id']}: {unreadable[s['row']]}")
     report.samples = len(kept)
-    unreadable_samples = len(samples) - len(kept)
+    unreadable_samples = report.unreadable_image = len(samples) - len(kept)
     index = pa.table({
         "sample_id": [s["sample_id"] for s in kept],
         "image_id": [s["image_id"] for s in kept],

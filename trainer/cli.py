@@ -34,7 +34,7 @@ def available() -> dict[str, str]:
 
 def usage() -> str:
     lines = ["usage: trainer COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in available().items()]
+    lines += [f"  {name:<14} {text}" for name, text in available().items()]
     return "\n".join(lines)
 
 

@@ -52,6 +52,7 @@ class JoinReport:
     missing_ps_map: int = 0          # its row is ok but the panoptic annotator was off
     no_image: int = 0                # text-only conversation: MoAI needs an image per sample
     too_long: int = 0                # no answer token left within max_length
+    unreadable_image: int = 0        # `trainer cache` could not read the photo at `source`
     unused_annotations: int = 0      # annotated images no conversation refers to
     examples: dict[str, list[str]] = field(default_factory=dict)
 

@@ -78,7 +78,8 @@ def test_unreadable_images_are_counted_by_the_cli(setup, tmp_path, capsys):
     saved = json.loads((tmp_path / "out" / "join_report.json").read_text())
     assert "c2" in saved["examples"]["unreadable_image"][0]
     assert CachedDataset(tmp_path / "out")[0]["image_features"].dtype == torch.bfloat16
-    assert "5 samples" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "5 samples" in captured.out and "unreadable_image=1" in captured.err
 
 
 def test_cache_streams_through_dataloader_workers(setup):
