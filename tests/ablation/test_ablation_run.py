@@ -52,6 +52,9 @@ def test_ablation_runs_end_to_end(tmp_path, capsys):
         for side in ("image", "language"):
             assert sum(sides[side]) == pytest.approx(1.0, abs=1e-4)
     assert results["no-mixer"]["gates"] == {}
+    assert "| answer prior |" in table.splitlines()[4] + " |" or "answer prior" in table
+    assert main(["--out", str(tmp_path), "--report"]) == 0
+    assert capsys.readouterr().out == table
 
 
 def test_without_mixers_trains_only_connector_and_lm(tmp_path):

@@ -89,7 +89,7 @@ def prepare(cfg: AblationConfig) -> dict:
     import torch
 
     from schemas import read_annotations
-    from trainer.cache import CachedDataset, build_cache
+    from trainer.cache import INDEX_FILE, CachedDataset, build_cache
     from trainer.data import ANNOTATION_COLUMNS, PromptFormat, load_conversations
 
     from .corpus import CorpusConfig, corpus_paths, write_corpus
@@ -103,7 +103,7 @@ def prepare(cfg: AblationConfig) -> dict:
         paths = write_corpus(out / "corpus", corpus_cfg)
         stamp.write_text(wanted)
         log(f"corpus: {cfg.train_scenes} + {cfg.heldout_scenes} scenes in {time.monotonic() - started:.0f}s")
-        for stale in (out / "cache").glob("*/index.parquet"):
+        for stale in (out / "cache").glob(f"*/{INDEX_FILE}"):
             stale.unlink()
     paths = corpus_paths(out / "corpus")
     torch.manual_seed(cfg.seed)
@@ -114,7 +114,7 @@ def prepare(cfg: AblationConfig) -> dict:
                                              ("heldout-oracle", paths.oracle, paths.heldout),
                                              ("heldout-blank", paths.blank, paths.heldout)):
         cache = out / "cache" / name
-        if not (cache / "index.parquet").is_file():
+        if not (cache / INDEX_FILE).is_file():
             started = time.monotonic()
             table = read_annotations(annotations, columns=ANNOTATION_COLUMNS)
             report = build_cache(model, table, load_conversations(conversations), cache, dtype="float32",
@@ -154,12 +154,30 @@ def run_arm(arm: str, cfg: AblationConfig, datasets: dict, budget) -> dict:
     return result
 
 
-def format_table(heldout: list[dict], results: dict[str, dict]) -> str:
+def prior_answers(train: list[dict], heldout: list[dict]) -> dict[str, str]:
+    """A blind reference: each held-out question gets the training answer most often given to
+    the same question text (else to its type). No image, no aux: what answer priors alone give."""
+    from collections import Counter
+
+    from .questions import answer_of, question_of
+
+    by_question, by_type = {}, {}
+    for e in train:
+        by_question.setdefault(question_of(e), Counter())[answer_of(e)] += 1
+        by_type.setdefault(e["question_type"], Counter())[answer_of(e)] += 1
+    return {e["id"]: (by_question.get(question_of(e)) or by_type[e["question_type"]]).most_common(1)[0][0]
+            for e in heldout}
+
+
+def format_table(heldout: list[dict], results: dict[str, dict], prior: dict[str, str] | None = None) -> str:
     from .evaluate import score
     from .questions import QUESTION_TYPES
 
     arms = list(results)
     scores = {arm: score(heldout, results[arm]["answers"]) for arm in arms}
+    if prior is not None:
+        arms.append("answer prior")
+        scores["answer prior"] = score(heldout, prior)
     header = f"| question type | held-out questions | " + " | ".join(arms) + " |"
     lines = [header, "|" + "---|" * (2 + len(arms))]
     for kind in (*QUESTION_TYPES, "all"):
@@ -193,22 +211,42 @@ def run(cfg: AblationConfig) -> str:
     budget = TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
                          stage2_epochs=cfg.stage2_epochs)
     results = {arm: run_arm(arm, cfg, prepared["datasets"], budget) for arm in cfg.arms}
-    heldout = json.loads(prepared["paths"].heldout.read_text())
-    report = [f"Ablation ({cfg.train_scenes} training scenes, "
-              f"{len(prepared['datasets']['train-oracle'])} training questions, batch {cfg.batch_size}, "
-              f"{cfg.stage1_epochs:g} + {cfg.stage2_epochs:g} epochs, seed {cfg.seed}; "
-              f"{time.monotonic() - started:.0f}s in all)", "", "Exact-match accuracy on held-out scenes:", "",
-              format_table(heldout, results)]
-    if "moai" in results:
-        report += ["", "Stage-2 gate weights of the moai arm (mean over held-out prompt tokens):", "",
-                   format_gates(results["moai"]["gates"])]
-    text = "\n".join(report)
     out = Path(cfg.out)
-    (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"config": asdict(cfg), "budget": asdict(budget),
+        {"config": asdict(cfg), "budget": asdict(budget), "seconds": time.monotonic() - started,
+         "training_questions": len(prepared["datasets"]["train-oracle"]),
          **{arm: {k: v for k, v in r.items() if k != "answers"} for arm, r in results.items()}},
         indent=2, default=str) + "\n")
+    return report(out)
+
+
+def report(out: str | Path) -> str:
+    """The results table of a finished run, from its answers and results.json (no training)."""
+    from .corpus import corpus_paths
+    from .evaluate import read_answers
+
+    out = Path(out)
+    if not (out / "results.json").is_file():
+        raise RuntimeError(f"{out} holds no finished ablation (results.json missing); run it first")
+    saved = json.loads((out / "results.json").read_text())
+    cfg = saved["config"]
+    paths = corpus_paths(out / "corpus")
+    heldout = json.loads(paths.heldout.read_text())
+    prior = prior_answers(json.loads(paths.train.read_text()), heldout)
+    arms = [arm for arm in ARMS if arm in saved]
+    results = {arm: {"answers": read_answers(out / "answers" / f"{arm}.jsonl")} for arm in arms}
+    lines = [f"Ablation: {cfg['train_scenes']} training scenes ({saved.get('training_questions', '?')} questions), "
+             f"{cfg['heldout_scenes']} held-out scenes, batch {cfg['batch_size']}, {cfg['stage1_epochs']:g} + "
+             f"{cfg['stage2_epochs']:g} epochs, seed {cfg['seed']}, image size {cfg['image_size']}"
+             + (f"; {saved['seconds']:.0f}s in all" if "seconds" in saved else ""),
+             "", "Exact-match accuracy on held-out scenes:", "", format_table(heldout, results, prior), "",
+             "`answer prior`: no model; each question gets the training answer most frequent for the same "
+             "question text."]
+    if "moai" in saved:
+        lines += ["", "Stage-2 gate weights of the moai arm (mean over held-out prompt tokens):", "",
+                  format_gates(saved["moai"]["gates"])]
+    text = "\n".join(lines)
+    (out / "results.md").write_text(text + "\n")
     return text
 
 
@@ -225,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-epochs", type=float)
     parser.add_argument("--stage2-epochs", type=float)
     parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads")
+    parser.add_argument("--report", action="store_true", help="only print the table of a finished run in --out")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args(argv)
     cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads)
@@ -234,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "stage1_epochs", "stage2_epochs") if getattr(args, k) is not None}
     cfg = replace(cfg, **overrides)
     try:
-        print(run(cfg))
+        print(report(cfg.out) if args.report else run(cfg))
     except (RuntimeError, NotImplementedError) as exc:
         print(f"trainer ablation: {exc}", file=sys.stderr)
         return 2
