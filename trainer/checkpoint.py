@@ -133,8 +133,13 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler) -> dic
     state = json.loads((path / STATE_FILE).read_text())
     set_model_state_dict(model, load_trainable(path), options=_options(strict=False))
     optim = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"])
-    # strict=False: a stage-1 expert never drawn yet has no AdamW state, and must stay without one
+    # strict=False: a stage-1 expert never drawn yet has no AdamW state. The loader first gives every
+    # parameter a zero state (a step() with lr 0) and that would shift its bias correction later, so
+    # the parameters the checkpoint has no state for go back to having none, as in the original run.
     set_optimizer_state_dict(model, optimizer, optim, options=_options(strict=False))
+    for name, param in getattr(model, "module", model).named_parameters():
+        if param.requires_grad and name not in optim["state"]:
+            optimizer.state.pop(param, None)
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(load_file(str(path / RNG_FILE)), state["rng"])
     return state
