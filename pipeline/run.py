@@ -108,8 +108,12 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
                         fn_kwargs={"working_size": cfg.working_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_num_cpus)
     for name, stage in cfg.enabled.items():
+        # A subclass per stage only so Ray's progress bars say which annotator is which.
+        stage_class = type(f"Annotate_{name}", (AnnotateStage,), {})
+        # max_restarts / max_task_retries go through ray_remote_args (deprecated, still honoured in
+        # 2.60): map_batches has no named parameter for them, and Ray Data's default is infinite.
         ds = ds.map_batches(
-            AnnotateStage, batch_format="pyarrow", batch_size=stage.batch_size,
+            stage_class, batch_format="pyarrow", batch_size=stage.batch_size,
             fn_constructor_kwargs={"stage": name, "kind": stage.kind, "options": options[name],
                                    "working_size": cfg.working_size},
             compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.max_actors),
@@ -190,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(cfg)
-    return 0
+    summary = run(cfg)
+    # Every image has its row either way; exit non-zero only when no batch survived (a broken setup).
+    return 3 if summary["lost"] and summary["lost"] == summary["ok"] + summary["error"] else 0
 
 
 if __name__ == "__main__":
