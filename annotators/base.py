@@ -7,6 +7,7 @@ for that image alone; an exception escaping `__call__` means the whole batch fai
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Union, runtime_checkable
@@ -64,3 +65,12 @@ def resolve_device(device: str) -> str:
         return device
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sha256_file(path, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file, read in chunks (weights are gigabytes): provenance of checkpoints."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

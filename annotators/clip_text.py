@@ -1,5 +1,4 @@
-"""CLIP text tower through transformers, plus the Hugging Face loading helpers of the
-transformers-based annotators (local folder or offline HF cache, weight hashes, clear errors).
+"""CLIP text tower through transformers, and the CLIP tokenizer built offline.
 
 YOLO-World's class embeddings live in OpenAI CLIP ViT-B/32's text space: transformers'
 `CLIPTextModelWithProjection` on `openai/clip-vit-base-patch32` gives the same embeddings as
@@ -8,85 +7,13 @@ the git-installed `clip` package ultralytics would fetch, without it and without
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from .base import MissingWeightsError, set_offline
+from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 CLIP_CONTEXT_LENGTH = 77
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-# ---- Hugging Face checkpoints -------------------------------------------------------------------
-
-def hf_load(loader, model: str, *, trust_remote_code: bool = False, **kwargs):
-    """`loader.from_pretrained(model)` offline; a missing checkpoint raises MissingWeightsError.
-
-    `local_files_only` as well as the env switches: a library imported before `set_offline` ran
-    has already read HF_HUB_OFFLINE, and must still not reach for the network.
-    """
-    from huggingface_hub.errors import HFValidationError
-    set_offline()
-    if _looks_like_path(model) and not Path(model).is_dir():
-        raise MissingWeightsError(missing_weights_message(model, f"{model} is not a folder."))
-    try:
-        return loader.from_pretrained(model, trust_remote_code=trust_remote_code, local_files_only=True,
-                                      **kwargs)
-    except (OSError, HFValidationError) as err:
-        raise MissingWeightsError(missing_weights_message(model, str(err))) from err
-
-
-def _looks_like_path(model: str) -> bool:
-    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
-
-
-def missing_weights_message(model: str, detail: str = "") -> str:
-    if _looks_like_path(model) or Path(model).exists():
-        how = "point the config's `model` at a folder written by save_pretrained"
-    else:
-        how = (f"on a machine with network run `hf download {model}` (or "
-               f"`huggingface_hub.snapshot_download('{model}')`) and copy the HF cache "
-               "(~/.cache/huggingface/hub or $HF_HOME) here, or pass a local folder as `model`")
-    return f"weights for {model!r} are not on this machine (the hub is offline): {how}. {detail}".strip()
-
-
-def pretrained_folder(model: str) -> Path | None:
-    """The local folder holding `model` (a path, or its snapshot in the offline HF cache)."""
-    if Path(model).is_dir():
-        return Path(model)
-    try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception:  # not a repo id, or not cached: nothing to hash
-        return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weight_hashes(folder: Path | None) -> dict[str, str]:
-    """{file name: sha256} of the weight files in a checkpoint folder (symlinks followed)."""
-    if folder is None:
-        return {}
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    return {p.name: sha256_file(p.resolve()) for p in files}
-
-
-def torch_dtype(name: str, device: str):
-    import torch
-    if name not in DTYPES:
-        raise ValueError(f"dtype {name!r} is not one of {DTYPES}")
-    if name == "float16" and device == "cpu":
-        raise ValueError("dtype 'float16' needs device 'cuda'; on the CPU use 'float32' or 'bfloat16'")
-    return getattr(torch, name)
 
 
 # ---- CLIP tokenizer built offline from open_clip's bundled BPE ----------------------------------

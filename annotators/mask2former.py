@@ -15,7 +15,7 @@ from schemas.psmap import encode_ps_map
 
 from .base import Failed, Result, check_images, resolve_device, set_offline
 from .boxes import BACKENDS, masks_boxes, normalize_box
-from .clip_text import hf_load, pretrained_folder, torch_dtype, weight_hashes
+from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
 
 MOAI_CHECKPOINT = "facebook/mask2former-swin-base-coco-panoptic"
 COCO_PANOPTIC_LABELS = 133

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline
+from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline, sha256_file
 from .fonts import find_font
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
@@ -45,7 +45,6 @@ def _missing_files(folder: Path, engine: str) -> list[str]:
 
 
 def model_files_sha256(folder: Path) -> dict[str, str]:
-    from .ppocr_models import sha256_file
     names = ("inference.yml", "inference.onnx", "inference.json", "inference.pdmodel", "inference.pdiparams")
     return {name: sha256_file(folder / name) for name in names if (folder / name).is_file()}
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from .base import Failed, Result, check_images, resolve_device, set_offline
 from .boxes import normalize_box
-from .clip_text import build_clip_tokenizer, hf_load, pretrained_folder, torch_dtype, weight_hashes
+from .clip_text import build_clip_tokenizer
+from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
 from .vocab import Vocabulary, load_vocabulary
 
 MOAI_CHECKPOINT = "google/owlv2-base-patch16-ensemble"

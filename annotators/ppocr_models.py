@@ -14,7 +14,6 @@ provenance can say where the weights came from.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -24,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import MissingWeightsError
+from .base import MissingWeightsError, sha256_file
 
 ONNX_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"
@@ -54,13 +53,6 @@ WHEEL_MODELS: dict[str, WheelModel] = {m.name: m for m in (
 DEFAULT_DET = "PP-OCRv6_small_det"
 DEFAULT_REC = "PP-OCRv6_small_rec"
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel_file(model: WheelModel) -> Path:

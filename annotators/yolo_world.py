@@ -13,7 +13,9 @@ from typing import ClassVar
 import numpy as np
 
 from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline
-from .clip_text import CLIPTextEncoder, sha256_file, tiny_clip_text, weight_hashes
+from .clip_text import CLIPTextEncoder, tiny_clip_text
+from .base import sha256_file
+from .hf import weight_hashes
 from .vocab import Vocabulary, load_vocabulary
 
 DEFAULT_CHECKPOINT = "yolov8s-worldv2.pt"

@@ -3,14 +3,13 @@
 Written by `convert.py` (published checkpoint) and `tiny_config` (random weights)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..base import MissingWeightsError
+from ..base import MissingWeightsError, sha256_file
 from .config import PSGTRConfig
 from .model import PSGTR
 
@@ -25,14 +24,6 @@ class ModelInfo:
     predicate_names: tuple[str, ...]
     weights_sha256: str
     source: dict
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_vocabularies(cfg: PSGTRConfig, class_names, predicate_names) -> None:
@@ -69,7 +60,7 @@ def load_model_dir(model_dir: str | Path) -> tuple[PSGTR, ModelInfo]:
             "psgtr_r50_epoch_60.pth MODEL_DIR --classes coco_panoptic_133.json --predicates psg_predicates_56.json")
     meta = json.loads(config.read_text(encoding="utf-8"))
     cfg = PSGTRConfig.from_dict(meta["model"])
-    info = ModelInfo(cfg, tuple(meta["class_names"]), tuple(meta["predicate_names"]), file_sha256(weights),
+    info = ModelInfo(cfg, tuple(meta["class_names"]), tuple(meta["predicate_names"]), sha256_file(weights),
                      meta.get("source", {}))
     check_vocabularies(cfg, info.class_names, info.predicate_names)
     return build_model(cfg, load_file(str(weights))).eval(), info

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from ..vocab import load_vocabulary_file
-from .checkpoint import file_sha256, save_model_dir
+from ..base import sha256_file
+from .checkpoint import save_model_dir
 from .config import PSGTRConfig
 from .model import PSGTR
 
@@ -142,7 +143,7 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], li
 def convert(checkpoint: str | Path, out_dir: str | Path, classes: str | Path, predicates: str | Path,
             sha256: str | None = None) -> Path:
     """Verify (optionally), map and write the model folder; returns it."""
-    digest = file_sha256(checkpoint)
+    digest = sha256_file(checkpoint)
     expected = PUBLISHED_SHA256 if sha256 == "published" else sha256
     if expected and digest != expected.lower():
         raise ConversionError(f"{checkpoint}: SHA-256 {digest} does not match the expected {expected}")

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 from annotators.base import Failed, MissingWeightsError
 from annotators.fonts import find_font
 from annotators.ocr import PaddleOCRAnnotator, tiny_config
-from annotators.ppocr_models import WHEEL_MODELS, prepare_model, sha256_file, wheel_file
+from annotators.base import sha256_file
+from annotators.ppocr_models import WHEEL_MODELS, prepare_model, wheel_file
 from schemas.schema import empty_row, rows_to_table
 from schemas.verbalize import OCR_PREAMBLE, VerbalizeConfig, verbalize_ocr, verbalize_row
 

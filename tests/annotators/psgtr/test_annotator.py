@@ -124,7 +124,7 @@ def test_empty_result_gives_empty_graph(shared_dir):
 
 
 def test_tiny_model_is_deterministic(options, tmp_path):
-    from annotators.psgtr.checkpoint import file_sha256
+    from annotators.base import sha256_file as file_sha256
     again = tiny_config(tmp_path / "nested" / "dir")
     assert file_sha256(Path(again["model_dir"]) / "model.safetensors") == \
         file_sha256(Path(options["model_dir"]) / "model.safetensors")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from annotators.psgtr.annotator import PSGTRAnnotator
-from annotators.psgtr.checkpoint import file_sha256, load_model_dir
+from annotators.base import sha256_file as file_sha256
+from annotators.psgtr.checkpoint import load_model_dir
 from annotators.psgtr.convert import ConversionError, convert, main, map_state_dict, rename_key
 from schemas.schema import SCENE_GRAPH
 
