@@ -53,6 +53,10 @@ class MoAIRecipe:
             self.log(f"--resume: no checkpoint in {self.out}, starting from step 0")
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+            if state.get("global_batch", self.global_batch) != self.global_batch:
+                raise ValueError(f"{checkpoint} was trained with a global batch of {state['global_batch']}, this "
+                                 f"run has {self.global_batch} (micro_batch_size x processes x grad_accum); "
+                                 "resume with the same global batch so the data position means the same samples")
             self.start_step, self.epoch_position = state["step"], tuple(state["data_position"])
             self.log(f"resumed from {checkpoint} at step {self.start_step}")
         self.observer = Observer(self.out, self.total_steps, self.start_step, self.stage, enabled=self.is_main)
@@ -143,7 +147,7 @@ class MoAIRecipe:
         if not n_samples:
             raise ValueError("no usable training samples; see the join report above")
         self.lengths, self.answer_tokens = self.dataset.lengths, self.dataset.answer_tokens
-        global_batch = self.cfg.micro_batch_size * self.world_size * self.cfg.grad_accum
+        self.global_batch = global_batch = self.cfg.micro_batch_size * self.world_size * self.cfg.grad_accum
         self.steps_per_epoch = n_samples // global_batch
         if self.steps_per_epoch == 0:
             raise ValueError(f"{n_samples} samples do not fill one global batch of {global_batch} "
@@ -268,7 +272,7 @@ class MoAIRecipe:
 
     def _save(self, path: Path, step: int, position: tuple) -> Path:
         state = {"step": step, "data_position": list(position), "stage": self.stage,
-                 "world_size": self.world_size, "recipe": self.recipe,
+                 "world_size": self.world_size, "global_batch": self.global_batch, "recipe": self.recipe,
                  "model_config": self.module.config.to_dict()}
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, state, is_main=self.is_main,
                         keep=self.cfg.keep_checkpoints if path.name != FINAL else None)

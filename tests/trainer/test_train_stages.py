@@ -59,6 +59,8 @@ def test_resume_continues_exactly(corpus, tmp_path):
     assert straight[3] != straight[4]
     torch.testing.assert_close(torch.tensor(first["losses"] + second["losses"]), torch.tensor(straight),
                                rtol=0, atol=0)
+    with pytest.raises(ValueError, match="global batch of 2, this run has 1"):
+        run(recipe_at(corpus, tmp_path / "split", **{**settings, "micro_batch_size": 1}), 1, resume=True)
     # the resumed run ends at the same weights
     a = load_file(str(tmp_path / "straight" / "stage1" / "final" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "split" / "stage1" / "final" / "trainable.safetensors"))
