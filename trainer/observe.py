@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 EXPERTS = ("aux", "other", "self")  # gate columns: w0 X_AUX + w1 X_other + w2 X_SELF (reference §6)
 
 
