@@ -124,7 +124,7 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
 
 
 def account_for_lost(cfg: RunConfig, todo: list[Item], provenance: dict, reason: str) -> int:
-    """Images of this run that reached no file (their batch died after all restarts): error rows."""
+    """Images of this run that reached no file (Ray Data gave up on their block): error rows."""
     done = read_done(cfg.output).status
     lost = [item for item in todo if item.image_id not in done]
     if lost:
@@ -177,7 +177,7 @@ def run(cfg: RunConfig) -> dict:
         build_dataset(ray, cfg, todo, options).write_datasink(
             AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
         lost = account_for_lost(cfg, todo, provenance,
-                                "its batch failed on every attempt (worker crashed after all restarts; see Ray logs)")
+                                "its block failed on every attempt (counted in max_errored_blocks; see Ray logs)")
     summary = summarize(cfg, todo, skipped, time.perf_counter() - start, lost)
     by_stage = ", ".join(f"{k}={v}" for k, v in sorted(summary["errors_by_stage"].items())) or "none"
     print(f"summary: ok={summary['ok']} error={summary['error']} skipped={summary['skipped']} "
