@@ -51,7 +51,8 @@ def test_ablation_runs_end_to_end(tmp_path, capsys):
     for sides in gates.values():
         for side in ("image", "language"):
             assert sum(sides[side]) == pytest.approx(1.0, abs=1e-4)
-    assert results["no-mixer"]["gates"] == {}
+    assert results["no-mixer"]["gates"] == {} == results["no-mixer"]["mixer_effect"]
+    assert all(0 < v < 10 for v in results["moai"]["mixer_effect"].values())
     assert "| answer prior |" in table.splitlines()[4] + " |" or "answer prior" in table
     assert main(["--out", str(tmp_path), "--report"]) == 0
     assert capsys.readouterr().out == table

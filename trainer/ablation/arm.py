@@ -228,3 +228,32 @@ def gate_weights(model, dataset, pad_token_id: int, batch_size: int = 32) -> dic
             c["language"] += float(mask.sum())
     return {layer: {side: (sums[layer][side] / max(counts[layer][side], 1)).tolist() for side in ("image", "language")}
             for layer in sorted(sums)}
+
+
+@torch.no_grad()
+def mixer_effect(model, dataset, pad_token_id: int, samples: int = 64) -> dict[int, float]:
+    """How much each Mixer changes what its layer's attention reads: ||mixed - normed|| / ||normed||
+    over held-out prompts (stage 2). Near 0 means the Mixer (and so the aux path) is close to a no-op."""
+    from trainer.model.inject import pre_attention_norms
+
+    norms = pre_attention_norms(model.lm)
+    before, after, handles = {}, {}, []
+    for layer in model.mixer_layers:  # prepend: runs before the Mixer's own hook, sees the plain norm output
+        handles.append(norms[layer].register_forward_hook(
+            lambda module, args, out, layer=layer: before.__setitem__(layer, out.detach()), prepend=True))
+        handles.append(norms[layer].register_forward_hook(
+            lambda module, args, out, layer=layer: after.__setitem__(layer, out.detach())))
+    change, total = {layer: 0.0 for layer in model.mixer_layers}, {layer: 0.0 for layer in model.mixer_layers}
+    model.set_stage(2)
+    try:
+        for start in range(0, min(samples, len(dataset)), 16):
+            batch = model_inputs(collate([dataset[i] for i in range(start, min(samples, len(dataset), start + 16))],
+                                         pad_token_id))
+            model(**batch)
+            for layer in model.mixer_layers:
+                change[layer] += float((after[layer] - before[layer]).pow(2).sum())
+                total[layer] += float(before[layer].pow(2).sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {layer: (change[layer] / total[layer]) ** 0.5 for layer in model.mixer_layers}

@@ -148,7 +148,8 @@ def run_arm(arm: str, cfg: AblationConfig, datasets: dict, budget) -> dict:
     answers = arm_lib.answer(model, datasets[f"heldout-{aux}"], pad, budget)
     write_answers(answers, Path(cfg.out) / "answers" / f"{arm}.jsonl")
     gates = arm_lib.gate_weights(model, datasets[f"heldout-{aux}"], pad) if model is moai else {}
-    result = {"answers": answers, "gates": gates, "seconds": time.monotonic() - started,
+    effect = arm_lib.mixer_effect(model, datasets[f"heldout-{aux}"], pad) if model is moai else {}
+    result = {"answers": answers, "gates": gates, "mixer_effect": effect, "seconds": time.monotonic() - started,
               "final_loss": {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}}
     log(f"[{arm}] done in {result['seconds']:.0f}s; final losses {result['final_loss']}")
     return result
@@ -187,12 +188,14 @@ def format_table(heldout: list[dict], results: dict[str, dict], prior: dict[str,
     return "\n".join(lines)
 
 
-def format_gates(gates: dict) -> str:
-    lines = ["| Mixer layer | image tokens: aux / lang / self | language tokens: aux / img / self |",
-             "|---|---|---|"]
+def format_gates(gates: dict, effect: dict | None = None) -> str:
+    effect = {str(k): v for k, v in (effect or {}).items()}
+    lines = ["| Mixer layer | image tokens: aux / lang / self | language tokens: aux / img / self |"
+             + (" Mixer's change of the normed states |" if effect else ""),
+             "|---|---|---|" + ("---|" if effect else "")]
     for layer, sides in gates.items():
         image, language = (" / ".join(f"{w:.3f}" for w in sides[s]) for s in ("image", "language"))
-        lines.append(f"| {layer} | {image} | {language} |")
+        lines.append(f"| {layer} | {image} | {language} |" + (f" {effect[str(layer)]:.3f} |" if effect else ""))
     return "\n".join(lines)
 
 
@@ -244,7 +247,7 @@ def report(out: str | Path) -> str:
              "question text."]
     if "moai" in saved:
         lines += ["", "Stage-2 gate weights of the moai arm (mean over held-out prompt tokens):", "",
-                  format_gates(saved["moai"]["gates"])]
+                  format_gates(saved["moai"]["gates"], saved["moai"].get("mixer_effect"))]
     text = "\n".join(lines)
     (out / "results.md").write_text(text + "\n")
     return text
