@@ -1,6 +1,6 @@
 """The ablation: does MoAI's auxiliary information reach the answers?
 
-    trainer ablation --out runs/ablation            # ~30 min on a 2-core CPU
+    trainer ablation --out runs/ablation            # ~25 min on 2 shared CPU cores (measured)
     trainer ablation --out runs/ablation --quick    # a few minutes: smoke run, numbers meaningless
 
 Three arms, trained with the same seed, initial weights, batches, expert draws and steps:
