@@ -165,7 +165,10 @@ def bare_loss(model, batch: dict):
 
 def prepare(model, device: str):
     """The recipe's training settings: LM gradient checkpointing, fp32 trainable weights, train mode."""
-    model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model.lm, "activation_checkpointing_enable"):  # as trainer/train.py does
+        model.lm.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for part in (model.connector, model.compressor, model.mixers):
         part.float()
     return model.to(device).train()
@@ -204,7 +207,7 @@ def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1) -
             torch.cuda.synchronize()
         if step >= warmup:
             times.append(time.perf_counter() - started)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     out = {"variant": variant, "seconds": statistics.median(times), "losses": losses,
            "trainable": sum(p.numel() for p in params)}
     if cuda:
