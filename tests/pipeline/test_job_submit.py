@@ -30,13 +30,16 @@ def head(tmp_path):
     """A private head node (own ports, own process group: stopping it never touches other Ray instances)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    gcs, dashboard, client = free_port(), free_port(), free_port()
+    # Every port free and our own: the agents' defaults (52365, ...) are taken by any other Ray on
+    # this machine, e.g. the session's local Ray, and then the head never accepts a job.
+    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
+                                            "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                            "metrics-export-port", "runtime-env-agent-port")}
     process = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         "--num-cpus=2", "--object-store-memory=150000000", "--disable-usage-stats"],
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", *[f"--{name}={port}" for name, port in ports.items()], "--num-cpus=2", "--object-store-memory=150000000", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{dashboard}"
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
         from ray.job_submission import JobSubmissionClient
         deadline = time.time() + 90
@@ -66,7 +69,7 @@ def test_job_submit_to_local_head(head, tmp_path):
                "--runtime-env-json", json.dumps({"excludes": [".venv", "runs", "demo"]}),
                "--", "python", "-m", "pipeline", "run", "--config", "tiny", "--input", str(tmp_path / "images"),
                "--output", str(out), *sets]
-    for _ in range(10):  # the dashboard answers a little before its job agent does
+    for _ in range(5):  # the dashboard answers a little before its job agent does
         submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         if "No available agent" not in submit.stdout + submit.stderr:
             break
