@@ -93,7 +93,8 @@ def shapes_of(model, batch_size: int, text_len: int, prompt_len: int, aux_len: i
                 lm_layers=lm_cfg.num_hidden_layers, d=lm_cfg.hidden_size,
                 attn_width=lm_cfg.num_attention_heads * getattr(lm_cfg, "head_dim", lm_cfg.hidden_size
                                                                  // lm_cfg.num_attention_heads),
-                lm_matmul=matmul_params(model.lm), vision_matmul=matmul_params(model.vision),
+                lm_matmul=matmul_params(model.lm), lm_head=model.lm.get_output_embeddings().weight.numel(),
+                vision_matmul=matmul_params(model.vision),
                 vision_layers=vision_cfg.num_hidden_layers, vision_width=vision_cfg.hidden_size,
                 connector=matmul_params(model.connector), latents=model.config.num_latents,
                 compressor_inner=model.config.compressor_heads * model.config.compressor_head_dim,
@@ -108,7 +109,8 @@ def planned_flops(sh: dict, variant: str) -> dict:
     vision_tokens = I + 1  # + CLS
     vision = images * B * (2 * sh["vision_matmul"] * vision_tokens
                            + 4 * sh["vision_layers"] * vision_tokens ** 2 * sh["vision_width"])
-    lm_forward = B * (2 * sh["lm_matmul"] * S + 2 * sh["lm_layers"] * S ** 2 * sh["attn_width"])  # causal
+    lm_attention = 2 * sh["lm_layers"] * S ** 2 * sh["attn_width"]  # causal: half of 4 * S * S * width
+    lm_forward = B * (2 * sh["lm_matmul"] * S + lm_attention)
     lm_backward = B * (2 * sh["lm_matmul"] * S + 4 * sh["lm_layers"] * S ** 2 * sh["attn_width"])
     trainable_forward = images * B * 2 * sh["connector"] * I
     if variant != "bare":
@@ -128,7 +130,8 @@ def planned_flops(sh: dict, variant: str) -> dict:
             mixer = sum(image_side) + sum(language_side) + 2 * d * 3 * (I + L)  # + gates
         trainable_forward += B * sh["mixers"] * mixer
     model = vision + lm_forward + lm_backward + 3 * trainable_forward
-    return {"model": model, "recompute": lm_forward, "tokens": B * S}
+    recompute = B * (2 * (sh["lm_matmul"] - sh["lm_head"]) * S + lm_attention)  # decoder layers only
+    return {"model": model, "recompute": recompute, "tokens": B * S}
 
 
 def synthetic_batch(model, batch_size: int, text_len: int, prompt_len: int, aux_len: int, device, seed: int = 0):
@@ -156,6 +159,8 @@ def bare_loss(model, batch: dict):
     """The same LM sequence without Compressor and Mixer: CLIP(photo) -> connector -> spliced -> LM."""
     from trainer.model.sequence import splice_image_tokens
 
+    # Mixer hooks idle: with gradient checkpointing MoAI's forward keeps its routing for the recompute.
+    model._routing = None
     image_tokens = model.connector(model.encode_vision(batch["pixel_values"]))
     spliced = splice_image_tokens(batch["input_ids"], batch["attention_mask"], batch["labels"], image_tokens,
                                   model.image_token_id, model.lm.get_input_embeddings())
@@ -174,9 +179,13 @@ def prepare(model, device: str):
     return model.to(device).train()
 
 
-def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1) -> dict:
-    """Time `warmup + steps` optimizer steps of one variant; median step time over the timed steps."""
+def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1, count_flops: bool = False) -> dict:
+    """Time `warmup + steps` optimizer steps of one variant; median step time over the timed steps.
+    count_flops: one more, untimed step under torch's FlopCounterMode (what ran, recompute included)."""
+    import contextlib
+
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     cuda = batch["input_ids"].is_cuda
     if variant == "bare":
@@ -192,24 +201,29 @@ def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1) -
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_kib()
     times, losses = [], []
-    for step in range(warmup + steps):
+    counter = FlopCounterMode(display=False)
+    for step in range(warmup + steps + count_flops):
+        counting = step == warmup + steps
         started = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            if variant == "bare":
-                loss = bare_loss(model, batch)
-            else:
-                loss = model(**batch, generator=torch.Generator().manual_seed(step)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with counter if counting else contextlib.nullcontext():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                if variant == "bare":
+                    loss = bare_loss(model, batch)
+                else:
+                    loss = model(**batch, generator=torch.Generator().manual_seed(step)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize()
-        if step >= warmup:
+        if not counting and step >= warmup:
             times.append(time.perf_counter() - started)
         losses.append(loss.detach().item())
     out = {"variant": variant, "seconds": statistics.median(times), "losses": losses,
            "trainable": sum(p.numel() for p in params)}
+    if count_flops:
+        out["counted"] = counter.get_total_flops()
     if cuda:
         out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -259,7 +273,7 @@ def dry_run(size: str, backbones: Path | None = None) -> dict:
 
 
 def measure(size: str, device: str, variants=VARIANTS, steps: int = 3, warmup: int = 1,
-            backbones: Path | None = None, model=None) -> list[dict]:
+            backbones: Path | None = None, model=None, count_flops: bool = False) -> list[dict]:
     """Run the variants in this process on one shared model and batch; adds planned FLOPs to each."""
     import torch
 
@@ -269,7 +283,7 @@ def measure(size: str, device: str, variants=VARIANTS, steps: int = 3, warmup: i
     shapes = shapes_of(model, **SIZES[size])
     results = []
     for variant in variants:
-        result = run_variant(model, batch, variant, steps, warmup)
+        result = run_variant(model, batch, variant, steps, warmup, count_flops)
         results.append({**result, **planned_flops(shapes, variant)})
     return results
 
@@ -280,6 +294,7 @@ def measure_isolated(args) -> list[dict]:
     for variant in VARIANTS:
         cmd = [sys.executable, __file__, "--size", args.size, "--device", args.device, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--backbones", str(args.backbones), "--only", variant]
+        cmd += ["--count-flops"] if args.count_flops else []
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
@@ -296,7 +311,7 @@ def print_report(results: list[dict], args, peak: float | None) -> None:
           + f", median of {args.steps} steps after {args.warmup} warm-up")
     print(f"{'':26}" + "".join(f"{v:>12}" for v in by) + "   MoAI/bare (stage1, stage2)")
     rows = [("step time (s)", "seconds", "{:12.3f}"), ("LM tokens/s", None, "{:12.0f}"),
-            ("trainable params (M)", None, "{:12.2f}"), ("model TFLOP/step", None, "{:12.3f}")]
+            ("trainable params (M)", None, "{:12.2f}"), ("model TFLOP/step", None, "{:12.4f}")]
     memory_key = "peak_gib" if args.device == "cuda" else "step_rss_mib"
     rows.append(("peak alloc (GiB)" if args.device == "cuda" else "step peak RSS (MiB)", memory_key, "{:12.2f}"))
     values = {
@@ -304,6 +319,10 @@ def print_report(results: list[dict], args, peak: float | None) -> None:
         "trainable params (M)": lambda r: r["trainable"] / 1e6, "model TFLOP/step": lambda r: r["model"] / 1e12,
         rows[-1][0]: lambda r: r[memory_key],
     }
+    if all("counted" in r for r in results):
+        values["counted TFLOP/step"] = lambda r: r["counted"] / 1e12
+        values["planned + recompute"] = lambda r: (r["model"] + r["recompute"]) / 1e12
+        rows += [("counted TFLOP/step", None, "{:12.4f}"), ("planned + recompute", None, "{:12.4f}")]
     if peak:
         values["MFU (%)"] = lambda r: 100 * r["model"] / r["seconds"] / (peak * 1e12)
         values["HFU (%, + recompute)"] = lambda r: 100 * (r["model"] + r["recompute"]) / r["seconds"] / (peak * 1e12)
@@ -330,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU; default from the GPU name")
     parser.add_argument("--dry-run", action="store_true",
                         help="no steps: parameter counts and planned FLOPs (7b: built on the meta device)")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="one extra step per variant under torch's FlopCounterMode (cross-checks the formula; "
+                             "CPU attention kernels are not counted by it)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -344,14 +366,16 @@ def main(argv: list[str] | None = None) -> int:
             print("bench_moai_vs_backbone: --device cuda but no CUDA device; nothing measured", file=sys.stderr)
             return 2
     if args.only:  # a child of measure_isolated: one JSON line
-        result = measure(args.size, args.device, (args.only,), args.steps, args.warmup, args.backbones)[0]
+        result = measure(args.size, args.device, (args.only,), args.steps, args.warmup, args.backbones,
+                         count_flops=args.count_flops)[0]
         print(json.dumps(result))
         return 0
     if args.device == "cpu":
         args.backbones = args.backbones or Path(tempfile.mkdtemp(prefix="bench_moai_"))
         results = measure_isolated(args)
     else:
-        results = measure(args.size, args.device, VARIANTS, args.steps, args.warmup, args.backbones)
+        results = measure(args.size, args.device, VARIANTS, args.steps, args.warmup, args.backbones,
+                          count_flops=args.count_flops)
     print_report(results, args, peak_tflops(args.device, args.peak_tflops))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
