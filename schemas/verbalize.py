@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Sequence
 
+import numpy as np
+
 
 class Compat(str, Enum):
     """`none`: correct behaviour. `moai`: reproduce the published quirks (reference §3b)."""
@@ -53,9 +55,15 @@ def clean_name(name: str) -> str:
     return name
 
 
+def stored(value: float) -> float:
+    """The value as the Parquet file holds it (float32). Verbalizing a fresh float64 and the
+    stored float32 would differ at rounding and threshold boundaries (0.725 -> 0.72 vs 0.73)."""
+    return float(np.float32(value))
+
+
 def format_box(box: Sequence[float]) -> str:
     """`[0.00, 0.10, 0.52, 0.98]`: rounded to 2 decimals, printed with 2 decimals."""
-    return "[" + ", ".join(f"{round(float(v), 2):.2f}" for v in box) + "]"
+    return "[" + ", ".join(f"{round(stored(v), 2):.2f}" for v in box) + "]"
 
 
 def _sentence(preamble: str, items: list[str]) -> str:
@@ -64,13 +72,13 @@ def _sentence(preamble: str, items: list[str]) -> str:
 
 def verbalize_panoptic(segments: Iterable[dict] | None, cfg: VerbalizeConfig = VerbalizeConfig()) -> str:
     items = [f"{format_box(s['box'])} {clean_name(s['label'])}"
-             for s in segments or () if s["score"] >= cfg.ps_min_score]
+             for s in segments or () if stored(s["score"]) >= cfg.ps_min_score]
     return _sentence(BOX_PREAMBLE, items)
 
 
 def verbalize_detections(detections: Iterable[dict] | None, cfg: VerbalizeConfig = VerbalizeConfig()) -> str:
     items = [f"{format_box(d['box'])} {d['label']}"
-             for d in detections or () if d["score"] >= cfg.owod_min_score]
+             for d in detections or () if stored(d["score"]) >= cfg.owod_min_score]
     return _sentence(BOX_PREAMBLE, items)
 
 
@@ -103,8 +111,9 @@ def select_relations(scene_graph: dict | None, cfg: VerbalizeConfig = VerbalizeC
     k = min(cfg.sgg_max_relations, len(scene_graph["objects"] or []))
     if cfg.compat is Compat.MOAI and len(relations) < k:
         return []
-    order = sorted(range(len(relations)), key=lambda i: (-float(relations[i]["score"]), i))[:k]
-    return [i for i in order if relations[i]["score"] >= cfg.sgg_min_score]
+    scores = [stored(r["score"]) for r in relations]
+    order = sorted(range(len(relations)), key=lambda i: (-scores[i], i))[:k]
+    return [i for i in order if scores[i] >= cfg.sgg_min_score]
 
 
 def verbalize_scene_graph(scene_graph: dict | None, cfg: VerbalizeConfig = VerbalizeConfig()) -> str:
@@ -119,7 +128,7 @@ def verbalize_scene_graph(scene_graph: dict | None, cfg: VerbalizeConfig = Verba
 
 
 def verbalize_ocr(lines: Iterable[dict] | None, cfg: VerbalizeConfig = VerbalizeConfig()) -> str:
-    return _sentence(OCR_PREAMBLE, [line["text"] for line in lines or () if line["score"] >= cfg.ocr_min_score])
+    return _sentence(OCR_PREAMBLE, [line["text"] for line in lines or () if stored(line["score"]) >= cfg.ocr_min_score])
 
 
 def combine(text_ps: str, text_owod: str, text_sgg: str, text_ocr: str) -> str:

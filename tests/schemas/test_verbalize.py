@@ -141,3 +141,12 @@ def test_verbalize_row_full_and_error():
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         VerbalizeConfig(**kwargs)
+
+
+def test_fresh_float64_values_verbalize_as_their_stored_float32():
+    # 0.725 is 0.72499999... in float64 but 0.72500002 in float32, the column type
+    assert format_box([0.725, 0.0, 1.0, 1.0]) == "[0.73, 0.00, 1.00, 1.00]"
+    # a score just under the threshold in float64 that float32 storage rounds up to it
+    just_under = 0.85 - 1e-9
+    assert verbalize_ocr([{"text": "EXIT", "score": just_under}]) == (
+        "The image includes text descriptions: EXIT.")
