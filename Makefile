@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
+# Annotate the bundled corpus (embedded local Ray), inspect it, draw the gallery; then train the
+# tiny MoAI recipe on those annotations, stage 1 then stage 2, and answer a question with it.
 demo: $(STAMP)
 	$(BIN)/python -m pipeline demo
+	$(BIN)/trainer conversations --annotations demo/out/annotations --out demo/conversations.json
+	$(BIN)/trainer train --recipe trainer/recipes/tiny.yaml --stage 1
+	$(BIN)/trainer train --recipe trainer/recipes/tiny.yaml --stage 2
+	$(BIN)/trainer generate --model runs/tiny/stage2/final --annotations demo/out/annotations \
+		--image bus.jpg --question "What objects are in the image?"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -34,4 +41,4 @@ lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable --all | grep -v '^moai-pipeline' > constraints.txt
 
 clean:
-	rm -rf $(VENV) demo/corpus demo/out
+	rm -rf $(VENV) demo/corpus demo/out demo/conversations.json runs

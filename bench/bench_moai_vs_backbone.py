@@ -227,7 +227,10 @@ def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1, c
     if cuda:
         out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     else:
-        out["step_rss_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        # the kernel's high-water mark and /proc's current RSS are sampled differently and can
+        # disagree by a few pages; growth below zero means "none"
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        out["step_rss_mib"] = max(grown, 0) / 1024
     del optimizer
     return out
 
