@@ -74,3 +74,22 @@ def sha256_file(path, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def map_in_batches(images: np.ndarray, batch_size: int, run_batch, what: str) -> list[Result]:
+    """`run_batch` over chunks of at most `batch_size` images. A chunk that raises is retried
+    image by image, so only the image that breaks the model becomes `Failed` (with `what` and the
+    reason); the rest of its batch is annotated normally."""
+    results: list[Result] = []
+    for start in range(0, len(images), batch_size):
+        results += _run_or_split(images[start:start + batch_size], run_batch, what)
+    return results
+
+
+def _run_or_split(images: np.ndarray, run_batch, what: str) -> list[Result]:
+    try:
+        return run_batch(images)
+    except Exception as err:  # noqa: BLE001 - find the image that breaks the batch
+        if len(images) == 1:
+            return [Failed(f"{what}: {type(err).__name__}: {err}")]
+        return [r for i in range(len(images)) for r in _run_or_split(images[i:i + 1], run_batch, what)]

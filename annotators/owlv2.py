@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, Result, check_images, resolve_device, set_offline
+from .base import Failed, Result, check_images, map_in_batches, resolve_device, set_offline
 from .boxes import normalize_box
 from .clip_text import build_clip_tokenizer
 from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
@@ -80,19 +80,10 @@ class OWLv2Annotator:
 
     def __call__(self, images: np.ndarray) -> list[Result]:
         """images: (B, H, W, 3) uint8 RGB at the working size -> B results."""
-        images = check_images(images)
-        results: list[Result] = []
-        for start in range(0, len(images), self.config.batch_size):
-            results += self._batch(images[start:start + self.config.batch_size])
-        return results
+        return map_in_batches(check_images(images), self.config.batch_size, self._batch, "owlv2 forward")
 
     def _batch(self, images: np.ndarray) -> list[Result]:
-        try:
-            outputs = self.forward(images)
-        except Exception as err:  # noqa: BLE001 - find the image that breaks the batch
-            if len(images) == 1:
-                return [Failed(f"owlv2 forward: {type(err).__name__}: {err}")]
-            return [r for i in range(len(images)) for r in self._batch(images[i:i + 1])]
+        outputs = self.forward(images)
         height, width = images.shape[1:3]
         return self.postprocess(outputs, [(height, width)] * len(images))
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline
+from .base import Failed, MissingWeightsError, Result, check_images, map_in_batches, resolve_device, set_offline
 from .clip_text import CLIPTextEncoder, tiny_clip_text
 from .base import sha256_file
 from .hf import weight_hashes
@@ -91,19 +91,10 @@ class YOLOWorldAnnotator:
 
     def __call__(self, images: np.ndarray) -> list[Result]:
         """images: (B, H, W, 3) uint8 RGB at the working size -> B results."""
-        images = check_images(images)
-        results: list[Result] = []
-        for start in range(0, len(images), self.config.batch_size):
-            results += self._batch(images[start:start + self.config.batch_size])
-        return results
+        return map_in_batches(check_images(images), self.config.batch_size, self._batch, "yolo-world")
 
     def _batch(self, images: np.ndarray) -> list[Result]:
-        try:
-            predictions = self.predict(images)
-        except Exception as err:  # noqa: BLE001 - find the image that breaks the batch
-            if len(images) == 1:
-                return [Failed(f"yolo-world: {type(err).__name__}: {err}")]
-            return [r for i in range(len(images)) for r in self._batch(images[i:i + 1])]
+        predictions = self.predict(images)
         return [self._result(p) for p in predictions]
 
     def predict(self, images: np.ndarray) -> list:
