@@ -331,3 +331,103 @@ def test_rows_without_prompt_language_or_aux_still_train(model, stage):
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
+
+
+def spliced_plain_call(model, batch, requires_grad=False):
+    """The bare LM on the batch's spliced embeddings (a fresh tensor): no MoAI forward involved."""
+    from trainer.model.sequence import splice_image_tokens
+
+    with torch.no_grad():
+        spliced = splice_image_tokens(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                      model.connector(batch["image_features"]), model.image_token_id,
+                                      model.lm.get_input_embeddings())
+    embeds = spliced.embeds.clone().requires_grad_(requires_grad)
+    out = model.lm(inputs_embeds=embeds, attention_mask=spliced.attention_mask, position_ids=spliced.position_ids,
+                   labels=spliced.labels, use_cache=False)
+    return out, embeds
+
+
+def test_checkpointed_forward_leaves_no_mixer_for_later_lm_calls(tiny_root):
+    """After a checkpointed MoAI forward (before and after its backward), a plain LM call of the same
+    length runs no Mixer, in its forward or in its own recompute, while the MoAI backward still does."""
+    torch.manual_seed(0)
+    fresh = MoAIModel.from_config(tiny_config(tiny_root)).train()
+    torch.manual_seed(0)
+    used = MoAIModel.from_config(tiny_config(tiny_root)).train()
+    batch = make_batch(used)
+    for m in (fresh, used):
+        m.set_stage(2)
+        m.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+    def plain(m):  # loss, logits and the gradient its checkpointed backward gives the embeddings
+        out, embeds = spliced_plain_call(m, batch, requires_grad=True)
+        out.loss.backward()
+        return out.logits.detach(), embeds.grad
+
+    expected_logits, expected_grad = plain(fresh)
+    moai = used(**batch)
+    assert not torch.allclose(moai.logits, expected_logits, atol=1e-3)  # a stale Mixer would show
+    for _ in range(2):  # with the MoAI graph alive, then after its backward
+        logits, grad = plain(used)
+        assert_close(logits, expected_logits, atol=0, rtol=0)
+        assert_close(grad, expected_grad, atol=0, rtol=0)
+        if moai is not None:
+            used.zero_grad(set_to_none=True)
+            moai.loss.backward()  # its recompute still mixes: the Mixer's weights get gradients
+            assert all(p.grad is not None for p in used.mixers.parameters())
+            moai = None
+    assert used._recompute_routings == []  # nothing kept once the forward's graph is gone
+
+
+def test_two_checkpointed_forwards_then_one_backward_match_no_checkpointing(model):
+    """Gradient accumulation over two forwards before one backward: each recompute finds its own routing."""
+    batch, other = make_batch(model), make_batch(model, answers=[" Two green apples, yes.", " Pink."])
+    model.set_stage(1)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        first = model(**batch, generator=torch.Generator().manual_seed(1)).loss
+        second = model(**other, generator=torch.Generator().manual_seed(2)).loss
+        (first + second).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    try:
+        plain = grads()
+        model.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        checkpointed = grads()
+    finally:
+        model.lm.activation_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
+
+
+def test_no_mixer_layers_is_the_llava_baseline(model, tiny_root):
+    """mixer_layers=(): no Compressor, no Mixer, the connector trains alone, logits are the bare LM's."""
+    from trainer.model import MoAIConfig
+
+    baseline = MoAIModel.from_config(tiny_config(tiny_root, mixer_layers=())).eval()
+    assert baseline.compressor is None and len(baseline.mixers) == 0 and baseline.mixer_layers == ()
+    for stage in (1, 2):
+        baseline.set_stage(stage)
+        assert trainable_names(baseline) == {n for n, _ in baseline.named_parameters() if n.startswith("connector.")}
+    assert set(baseline.trainable_state_dict()) == {k for k in baseline.state_dict() if k.startswith("connector.")}
+    batch = make_batch(baseline)
+    out = baseline(**batch)
+    assert torch.isfinite(out.loss) and out.gate_weights == {}
+    with torch.no_grad():
+        bare, _ = spliced_plain_call(baseline, batch)
+    assert_close(out.logits, bare.logits, atol=0, rtol=0)
+    assert_close(out.loss, bare.loss, atol=0, rtol=0)
+    # The same baseline over a MoAI model's own backbones and connector (shared, not copied).
+    view = model.without_mixers()
+    assert view.connector is model.connector and view.lm is model.lm and view.compressor is None
+    assert view.config == MoAIConfig.from_dict({**model.config.to_dict(), "mixer_layers": []})
+    with torch.no_grad():
+        assert_close(view(**make_batch(model)).logits, spliced_plain_call(model, make_batch(model))[0].logits,
+                     atol=0, rtol=0)
+    tokens = baseline.generate(**{k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=3)
+    assert tokens.shape[0] == 2 and 1 <= tokens.shape[1] <= 3

@@ -18,7 +18,8 @@ class MoAIConfig:
     """Frozen, validated settings of a MoAI model.
 
     lm / vision: local folders holding a Hugging Face causal LM (+ tokenizer) and a CLIP vision model.
-    mixer_layers: 0-based decoder layers that get a Mixer; None = every 8th (7, 15, 23, 31 of 32).
+    mixer_layers: 0-based decoder layers that get a Mixer; None = every 8th (7, 15, 23, 31 of 32);
+        () = no Mixer and no Compressor: the LLaVA-style baseline (CLIP -> connector -> LM).
     compat: 'none' normalizes the PS colour map correctly; 'moai' reproduces the published quirk
         (colour map in [0, 1] normalized as if 0-255, reference §4).
     trust_remote_code: only for LMs shipped as remote code (InternLM2); never turned on implicitly.
@@ -52,9 +53,6 @@ class MoAIConfig:
                 raise ValueError(f"MoAIConfig.{name} must be a positive int, got {value!r}")
         if self.mixer_layers is not None:
             layers = tuple(self.mixer_layers)
-            if not layers:
-                raise ValueError("MoAIConfig.mixer_layers is empty; give at least one layer or None "
-                                 "for every 8th layer")
             if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
                 raise ValueError(f"MoAIConfig.mixer_layers must hold non-negative ints, got {layers!r}")
             if len(set(layers)) != len(layers):

@@ -66,6 +66,7 @@ class MixerRouting:
     stage: int
     experts: dict[int, tuple[int, int]]  # stage 1: layer -> (image expert, language expert)
     gate_weights: dict = field(default_factory=dict)  # layer -> GateWeights, filled by the hooks
+    layer_inputs: dict = field(default_factory=dict)  # layer -> weakref to the norm input the forward mixed
 
 
 @dataclass

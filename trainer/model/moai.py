@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,13 @@ class MoAIOutput:
 
 
 class MoAIModel(nn.Module):
+    """With `MoAIConfig(mixer_layers=())` the same class is the LLaVA-style baseline (CLIP -> connector ->
+    LM): no Mixer and no Compressor are built, aux inputs are ignored, and every stage trains the
+    connector only. `without_mixers()` gives that baseline over this model's backbones and connector."""
+
     def __init__(self, config: MoAIConfig, lm: nn.Module, vision: nn.Module, tokenizer,
-                 preprocessor: PixelPreprocessor | None = None):
+                 preprocessor: PixelPreprocessor | None = None, connector: Connector | None = None):
+        """connector: share an existing connector instead of building a fresh one (see without_mixers)."""
         super().__init__()
         self.config = config
         self.lm = lm
@@ -54,21 +60,31 @@ class MoAIModel(nn.Module):
         self.num_image_tokens = grid * grid
         device = lm.get_input_embeddings().weight.device
         with torch.device(device):
-            self.connector = Connector(vision_dim, dim)
-            self.compressor = Compressor(dim, config.num_latents, config.compressor_depth, config.compressor_heads,
-                                         config.compressor_head_dim, config.ff_mult)
+            self.connector = connector if connector is not None else Connector(vision_dim, dim).to(config.dtype)
+            self.compressor: Compressor | None = None  # without Mixers nothing reads compressed aux tokens
+            if self.mixer_layers:
+                self.compressor = Compressor(dim, config.num_latents, config.compressor_depth,
+                                             config.compressor_heads, config.compressor_head_dim,
+                                             config.ff_mult).to(config.dtype)
             self.mixers = nn.ModuleDict(
                 {str(i): Mixer(dim, config.expert_rank, config.expert_heads) for i in self.mixer_layers})
-        for module in (self.connector, self.compressor, self.mixers):
-            module.to(config.dtype)
+        self.mixers.to(config.dtype)
         self.image_token_id = self._image_token_id(tokenizer, config.image_token)
-        self._routing: MixerRouting | None = None
+        self._routing: MixerRouting | None = None  # set while a forward or generate runs
+        # Routings of finished forwards whose checkpointed layers may still be recomputed in backward.
+        self._recompute_routings: list[MixerRouting] = []
         self._hooks = [norms[i].register_forward_hook(functools.partial(self._mixer_hook, i))
                        for i in self.mixer_layers]
         self.stage = 1
         self.set_stage(1)
 
     # ---- building and saving -------------------------------------------------------------------
+    def without_mixers(self) -> "MoAIModel":
+        """The LLaVA-style baseline sharing this model's LM, vision tower, tokenizer and connector (not
+        copied: training one trains the other's connector), with no Compressor and no Mixer."""
+        return type(self)(dataclasses.replace(self.config, mixer_layers=()), self.lm, self.vision, self.tokenizer,
+                          self.preprocessor, connector=self.connector)
+
     @classmethod
     def from_config(cls, config: MoAIConfig) -> "MoAIModel":
         """Load the LM, its tokenizer and CLIP vision from local folders and build MoAI's parts."""
@@ -139,13 +155,15 @@ class MoAIModel(nn.Module):
     # ---- training stages -------------------------------------------------------------------------
     def set_stage(self, stage: int) -> None:
         """Stage 1: train connector, compressor (latents included) and experts, draw one expert per side.
-        Stage 2: also the gates, mixing all three experts. Everything else stays frozen."""
+        Stage 2: also the gates, mixing all three experts. Everything else stays frozen.
+        Without Mixers (mixer_layers=()) both stages train the connector only."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
         self.stage = stage
         self.requires_grad_(False)
         self.connector.requires_grad_(True)
-        self.compressor.requires_grad_(True)
+        if self.compressor is not None:
+            self.compressor.requires_grad_(True)
         for mixer in self.mixers.values():
             mixer.image_experts.requires_grad_(True)
             mixer.language_experts.requires_grad_(True)
@@ -208,11 +226,13 @@ class MoAIModel(nn.Module):
         image_features = self._features(image_features, pixel_values, "image")
         if image_features is None:
             raise ValueError("forward needs image_features or pixel_values")
-        ps_features = self._features(ps_features, ps_pixel_values, "ps")
+        ps_features = self._features(ps_features, ps_pixel_values, "ps") if self.mixer_layers else None
         batch = splice_image_tokens(input_ids, attention_mask, labels, self.connector(image_features),
                                     self.image_token_id, self.lm.get_input_embeddings())
         if for_generation:
             batch = left_align(batch)
+        if not self.mixer_layers:  # the baseline: nothing to route, aux inputs unused
+            return batch
         aux = self._compressed_aux(input_ids.shape[0], aux_input_ids, aux_attention_mask, ps_features)
         image_index, image_mask = prompt_language_slots(batch.image_flags)
         assert bool(image_mask.all()) and image_index.shape[1] == self.num_image_tokens
@@ -225,11 +245,36 @@ class MoAIModel(nn.Module):
 
     def _mixer_hook(self, layer: int, module, args, output):
         routing = self._routing
+        normed_input = args[0] if args else None
+        if routing is None:
+            routing = self._recomputed_routing(layer, normed_input)
         # Only the prefill carries the full sequence; cached generation steps skip the Mixer.
         if routing is None or output.ndim != 3 or output.shape[1] != routing.seq_len \
                 or output.shape[0] != routing.image_index.shape[0]:
             return None
+        if normed_input is not None and self._routing is routing:
+            routing.layer_inputs[layer] = weakref.ref(normed_input)
         return apply_mixer(self.mixers[str(layer)], layer, routing, output)
+
+    def _recomputed_routing(self, layer: int, normed_input) -> MixerRouting | None:
+        """The routing of the finished forward whose layer `layer` read this very input, if any.
+
+        A gradient-checkpointing recompute re-runs the layer on the input the forward saved (the
+        same tensor, or a detached alias of it): that identifies the forward. Any other call reads
+        a different tensor, so a finished forward's routing cannot leak into it. A saved input dies
+        with its forward's graph (after backward, or when the outputs are dropped)."""
+        self._recompute_routings = [r for r in self._recompute_routings
+                                    if any(ref() is not None for ref in r.layer_inputs.values())]
+        if not isinstance(normed_input, torch.Tensor):
+            return None
+        for routing in reversed(self._recompute_routings):
+            ref = routing.layer_inputs.get(layer)
+            seen = ref() if ref is not None else None
+            if seen is not None and (seen is normed_input or (
+                    seen.data_ptr() == normed_input.data_ptr() and seen.device == normed_input.device
+                    and seen.shape == normed_input.shape and seen.stride() == normed_input.stride())):
+                return routing
+        return None
 
     # ---- running -------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
@@ -246,12 +291,14 @@ class MoAIModel(nn.Module):
             out = self.lm(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
         finally:
-            # A gradient-checkpointing recompute in backward runs the hooks again: keep the routing
-            # for it (the next forward or generate replaces it); otherwise the hooks go idle now.
-            if not (torch.is_grad_enabled()
-                    and any(getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules())):
-                self._routing = None
-        return MoAIOutput(out.loss, out.logits, dict(routing.gate_weights), batch.attention_mask, batch.labels)
+            self._routing = None
+        # A gradient-checkpointing recompute in backward runs the hooks again: they find this routing
+        # by the layer inputs it recorded (see _recomputed_routing), and no other call can.
+        if routing is not None and routing.layer_inputs and torch.is_grad_enabled() and any(
+                getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules()):
+            self._recompute_routings.append(routing)
+        gate_weights = dict(routing.gate_weights) if routing is not None else {}
+        return MoAIOutput(out.loss, out.logits, gate_weights, batch.attention_mask, batch.labels)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 64,
