@@ -155,17 +155,10 @@ def synthetic_batch(model, batch_size: int, text_len: int, prompt_len: int, aux_
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def bare_loss(model, batch: dict):
-    """The same LM sequence without Compressor and Mixer: CLIP(photo) -> connector -> spliced -> LM."""
-    from trainer.model.sequence import splice_image_tokens
-
-    # Mixer hooks idle: with gradient checkpointing MoAI's forward keeps its routing for the recompute.
-    model._routing = None
-    image_tokens = model.connector(model.encode_vision(batch["pixel_values"]))
-    spliced = splice_image_tokens(batch["input_ids"], batch["attention_mask"], batch["labels"], image_tokens,
-                                  model.image_token_id, model.lm.get_input_embeddings())
-    return model.lm(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
-                    position_ids=spliced.position_ids, labels=spliced.labels, use_cache=False).loss
+def bare_loss(baseline, batch: dict):
+    """The same LM sequence without Compressor and Mixer: CLIP(photo) -> connector -> spliced -> LM.
+    `baseline` is `model.without_mixers()`: it ignores the aux text and never runs CLIP on the PS map."""
+    return baseline(**batch).loss
 
 
 def prepare(model, device: str):
@@ -190,7 +183,8 @@ def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1, c
     cuda = batch["input_ids"].is_cuda
     if variant == "bare":
         model.requires_grad_(False)
-        model.connector.requires_grad_(True)
+        baseline = model.without_mixers()  # shares the LM, CLIP and connector; trains the connector only
+        baseline.set_stage(1)
     else:
         model.set_stage(int(variant[-1]))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -208,7 +202,7 @@ def run_variant(model, batch: dict, variant: str, steps: int, warmup: int = 1, c
         with counter if counting else contextlib.nullcontext():
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 if variant == "bare":
-                    loss = bare_loss(model, batch)
+                    loss = bare_loss(baseline, batch)
                 else:
                     loss = model(**batch, generator=torch.Generator().manual_seed(step)).loss
             loss.backward()
