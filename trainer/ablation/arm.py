@@ -118,47 +118,29 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
 class WithoutMixers(torch.nn.Module):
     """Arm 'no-mixer': the same LM, vision features and connector, no Compressor and no Mixer.
 
-    Built from MoAIModel's public parts (`connector`, `lm`, `image_token_id`) and the trainer's
-    own splicing, so it cannot drift from the MoAI arm in anything but the Mixer path. The Mixer
-    hooks stay registered on the LM but stay idle: they act only while a MoAIModel forward has
-    set their routing, and this class never calls one.
+    `model.without_mixers()`, MoAIModel's own LLaVA-style baseline over this model's LM and
+    connector (shared, so every arm starts from the same weights), so it cannot drift from the MoAI
+    arm in anything but the Mixer path. The MoAI model's Mixer hooks stay registered on the shared
+    LM, idle: a MoAI forward's routing reaches only that forward (and its checkpoint recompute).
     """
 
     def __init__(self, model):
         super().__init__()
         self.moai = model
+        self.baseline = model.without_mixers()
         self.tokenizer = model.tokenizer
 
     def set_stage(self, stage: int) -> None:
         """Same stages as MoAI, but only the connector trains (the LM is unfrozen by the caller)."""
-        self.moai.set_stage(stage)
         self.moai.requires_grad_(False)
-        self.moai.connector.requires_grad_(True)
-
-    def _splice(self, batch: dict, for_generation: bool = False):
-        from trainer.model.sequence import left_align, splice_image_tokens
-        spliced = splice_image_tokens(batch["input_ids"], batch["attention_mask"], batch.get("labels"),
-                                      self.moai.connector(batch["image_features"]), self.moai.image_token_id,
-                                      self.moai.lm.get_input_embeddings())
-        return left_align(spliced) if for_generation else spliced
+        self.baseline.set_stage(stage)
 
     def forward(self, generator=None, **batch):
-        spliced = self._splice(batch)
-        out = self.moai.lm(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
-                           position_ids=spliced.position_ids, labels=spliced.labels, use_cache=False)
-        out.gate_weights = {}
-        return out
+        return self.baseline(**batch)
 
     @torch.no_grad()
     def generate(self, max_new_tokens: int, **batch):
-        from transformers import GenerationConfig
-        spliced = self._splice(batch, for_generation=True)
-        tok = self.tokenizer
-        settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                    bos_token_id=tok.bos_token_id)
-        return self.moai.lm.generate(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask,
-                                     generation_config=settings)
+        return self.baseline.generate(max_new_tokens=max_new_tokens, **batch)
 
     @property
     def lm(self):
