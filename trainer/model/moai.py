@@ -283,7 +283,10 @@ class MoAIModel(nn.Module):
                 ps_features: torch.Tensor | None = None, ps_pixel_values: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> MoAIOutput:
         """input_ids/attention_mask/labels (B, T) with one image token per row; aux_* (B, A);
-        image_features/ps_features (B, 1225, Dv) or the matching (B, 3, S, S) pixel values."""
+        image_features/ps_features (B, 1225, Dv) or the matching (B, 3, S, S) pixel values.
+
+        LM gradient checkpointing must be non-reentrant (use_reentrant=False, the recipe's setting): the
+        reentrant kind backpropagates into the shared aux tokens once per Mixer layer and fails."""
         batch = self._prepare(input_ids, attention_mask, labels, aux_input_ids, aux_attention_mask, image_features,
                               pixel_values, ps_features, ps_pixel_values, generator)
         routing = self._routing
