@@ -94,7 +94,8 @@ class MoAIRecipe:
             else:
                 model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for part in (model.connector, model.compressor, model.mixers):
-            part.float()  # fp32 master weights for AdamW even when the frozen backbones are bf16
+            if part is not None:  # no compressor when mixer_layers=() (the LLaVA-style baseline)
+                part.float()  # fp32 master weights for AdamW even when the frozen backbones are bf16
         self.module = model.to(self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.model = self._wrap(model)
