@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -98,8 +100,13 @@ def init_ray(cfg: RunConfig):
     return ray
 
 
-def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
-    """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize."""
+def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight_dir: str = ""):
+    """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize.
+
+    `inflight_dir` (fresh per run, on this node) holds the markers with which a stage turns an image
+    that kills its worker on every attempt into an error row (stages.py); that costs the actor two
+    restarts and its batch two retries per such image, so keep max_restarts/max_task_retries >= 2.
+    """
     from ray.data import ActorPoolStrategy
     blocks = max(1, min(len(todo) // cfg.decode_batch_size + 1, 1000))
     ds = ray.data.from_items([{"image_id": i.image_id, "source": i.source} for i in todo],
@@ -115,7 +122,7 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict):
         ds = ds.map_batches(
             stage_class, batch_format="pyarrow", batch_size=stage.batch_size,
             fn_constructor_kwargs={"stage": name, "kind": stage.kind, "options": options[name],
-                                   "working_size": cfg.working_size},
+                                   "working_size": cfg.working_size, "inflight_dir": inflight_dir},
             compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.max_actors),
             num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
             max_restarts=stage.max_restarts, max_task_retries=stage.max_task_retries)
@@ -174,8 +181,13 @@ def run(cfg: RunConfig) -> dict:
         ray = init_ray(cfg)
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = cfg.max_errored_blocks
-        build_dataset(ray, cfg, todo, options).write_datasink(
-            AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
+        # Keyed by this run (a fresh directory), so no marker outlives it into a later run or resume.
+        inflight_dir = tempfile.mkdtemp(prefix="moai-inflight-")
+        try:
+            build_dataset(ray, cfg, todo, options, inflight_dir).write_datasink(
+                AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
+        finally:
+            shutil.rmtree(inflight_dir, ignore_errors=True)
         lost = account_for_lost(cfg, todo, provenance,
                                 "its block failed on every attempt (counted in max_errored_blocks; see Ray logs)")
     summary = summarize(cfg, todo, skipped, time.perf_counter() - start, lost)

@@ -4,11 +4,21 @@
 decoded batch to the annotator's schema columns, and turns per-image failures (a `Failed`, an
 exception on that image, a result that does not fit the schema) into error rows. `finalize` makes
 the rows the contract says: verbalized text, null annotator columns on error rows.
+
+Crash loops: an image that kills the worker process (a segfault in the model) would kill every
+restarted actor Ray hands its batch again. Before a batch runs, the stage writes a marker naming it
+in a per-run directory and removes it when the batch returns; a marker still there means an attempt
+died mid-batch, so that batch is run image by image, each image marked while it runs, and an image
+found marked was in flight when a worker died: it becomes an error row instead of running again.
+The directory is local to the node (single node: exact; multi-node: per node unless shared).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,10 +57,13 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
 class AnnotateStage:
     """One actor of an annotator's pool: `__init__` loads the model, `__call__` maps a batch."""
 
-    def __init__(self, stage: str, kind: str, options: dict, working_size: int):
+    def __init__(self, stage: str, kind: str, options: dict, working_size: int, inflight_dir: str = ""):
         set_offline()
         self.stage = stage
         self.working_size = working_size
+        self.inflight = Path(inflight_dir, stage) if inflight_dir else None
+        if self.inflight is not None:
+            self.inflight.mkdir(parents=True, exist_ok=True)
         self.annotator = build_annotator(kind, options)
         self.columns = tuple(self.annotator.columns)
         self.provenance = json.dumps({"kind": kind, **self.annotator.provenance()}, sort_keys=True, default=str)
@@ -73,6 +86,42 @@ class AnnotateStage:
                 results.append(Failed(f"{type(exc).__name__}: {exc}"))
         return results
 
+    def _marker(self, kind: str, ids: list[str]) -> Path:
+        return self.inflight / f"{kind}-{hashlib.sha1(chr(0).join(ids).encode()).hexdigest()}"
+
+    def _annotate_guarded(self, images, ids: list[str]) -> list:
+        """`_annotate`, with markers so a batch whose earlier attempt killed the worker cannot loop."""
+        if self.inflight is None:
+            return self._annotate(images)
+        batch_marker = self._marker("batch", ids)
+        if not batch_marker.exists():
+            batch_marker.write_text("0")
+            try:
+                return self._annotate(images)
+            finally:  # not reached when the process dies: that is what leaves the marker
+                batch_marker.unlink(missing_ok=True)
+        # "N" = N workers died with this batch in flight; "N done" = it completed image by image since
+        # (kept so a retry of the whole task, for a later batch's crash, skips its crashed images too).
+        deaths, *done = batch_marker.read_text().split() or ["0"]
+        deaths = int(deaths) + (0 if done else 1)
+        batch_marker.write_text(str(deaths))
+        results = []
+        for image, image_id in zip(images, ids):
+            image_marker = self._marker("image", [image_id])
+            if image_marker.exists():
+                results.append(Failed(f"worker process died while annotating this image "
+                                      f"(crashed {deaths} times)"))
+                continue
+            image_marker.write_text(str(os.getpid()))
+            try:
+                results.append(self.annotator(image[None])[0])
+            except Exception as exc:
+                results.append(Failed(f"{type(exc).__name__}: {exc}"))
+            finally:
+                image_marker.unlink(missing_ok=True)
+        batch_marker.write_text(f"{deaths} done")
+        return results
+
     def _typed(self, result: dict) -> dict | Failed:
         """The result's columns as Arrow values, or Failed when they do not fit the contract."""
         try:
@@ -86,9 +135,10 @@ class AnnotateStage:
         ok_rows = [i for i, s in enumerate(status) if s == STATUS_OK]
         results: dict[int, dict | Failed] = {}
         if ok_rows:
-            images = images_of(batch.take(ok_rows), self.working_size)  # (B, S, S, 3)
+            ok_batch = batch.take(ok_rows)
+            images = images_of(ok_batch, self.working_size)  # (B, S, S, 3)
             try:
-                raw = self._annotate(images)
+                raw = self._annotate_guarded(images, [str(i) for i in ok_batch.column("image_id").to_pylist()])
             except Exception as exc:
                 raw = [Failed(f"{type(exc).__name__}: {exc}")]
             for row, result in zip(ok_rows, raw):

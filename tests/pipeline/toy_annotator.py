@@ -1,7 +1,7 @@
 """A tiny real torch model wrapped as an annotator, for fault injection in the pipeline tests only.
 
 It fills `detections` with one box per image computed by a small random-init conv net; options
-make it crash its worker process once, fail dark images, or go slowly (so a test can kill the
+make it crash its worker process once or on every attempt at bright images, fail dark images, or go slowly (so a test can kill the
 driver mid-run).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from annotators.base import Failed, check_images
 class ToyConfig:
     seed: int = 0
     crash_once_marker: str = ""   # if set and the file is absent: create it, then kill this process
+    crash_above_mean: float = 256.0  # a batch holding an image brighter than this kills the process, every time
     fail_below_mean: float = -1.0  # images with a mean pixel value below this give Failed
     sleep_s: float = 0.0           # per batch
 
@@ -41,6 +42,8 @@ class ToyDetector:
         if self.config.crash_once_marker and not Path(self.config.crash_once_marker).exists():
             Path(self.config.crash_once_marker).write_text(str(os.getpid()))
             os._exit(17)  # a hard worker crash, as a segfault or OOM kill would be
+        if any(image.mean() > self.config.crash_above_mean for image in images):
+            os._exit(18)  # an input that segfaults the model on every attempt
         time.sleep(self.config.sleep_s)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
         with torch.no_grad():
