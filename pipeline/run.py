@@ -104,8 +104,9 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight
     """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize.
 
     `inflight_dir` (fresh per run, on this node) holds the markers with which a stage turns an image
-    that kills its worker on every attempt into an error row (stages.py); that costs the actor two
-    restarts and its batch two retries per such image, so keep max_restarts/max_task_retries >= 2.
+    that kills its worker on every attempt into an error row (stages.py). Each such image costs its
+    actor two of `max_restarts` (a budget for the actor's life) and its block two of
+    `max_task_retries`; once those run out, the rows of the block in flight become `worker` errors.
     """
     from ray.data import ActorPoolStrategy
     blocks = max(1, min(len(todo) // cfg.decode_batch_size + 1, 1000))

@@ -1,8 +1,8 @@
 """A tiny real torch model wrapped as an annotator, for fault injection in the pipeline tests only.
 
 It fills `detections` with one box per image computed by a small random-init conv net; options
-make it crash its worker process once or on every attempt at bright images, fail dark images, or go slowly (so a test can kill the
-driver mid-run).
+make it crash its worker process once or on every attempt at a bright image, fail dark images, or
+go slowly (so a test can kill the driver mid-run).
 """
 from __future__ import annotations
 
