@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_moai_vs_backbone.py"
 
@@ -17,12 +16,7 @@ def bench():
     return module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_cpu_step_of_each_variant(bench, tmp_path_factory):

@@ -11,17 +11,8 @@ from trainer.model.tiny import build_tiny_backbones, build_tokenizer, tiny_confi
 from trainer.model.vision import interpolate_position_grid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "moai-tiny"
 
 
 def test_clip_grid_is_interpolated_like_transformers_does(tiny_root):

@@ -11,18 +11,8 @@ ANSWERS = [" A red cup and a plate.", " Blue."]
 AUX = ["The image includes bounding box coordinates and their objects: [0.10, 0.20, 0.50, 0.90] cup.", "  "]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: thread start-up costs more than it saves, badly so on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "moai-tiny"  # shared by the test modules; built once
 
 
 @pytest.fixture(scope="module")
