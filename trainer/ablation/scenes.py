@@ -9,13 +9,13 @@ COCO label ids and the verbalizer prints real class names.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from annotators.fonts import find_font
 
 # (verbalized name, COCO panoptic contiguous id, plural used in questions)
 OBJECT_KINDS = (
@@ -130,24 +130,8 @@ def _cell_box(rng: np.random.Generator, size: int, row: int, col: int, fill: tup
 
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(find_bold_font()), size)
+    return ImageFont.truetype(str(find_font(bold=True)), size)
 
-
-def find_bold_font() -> Path:
-    """DejaVu Sans Bold from $MOAI_FONT, the system, or matplotlib's wheel: never downloaded."""
-    candidates = [os.environ.get("MOAI_FONT", ""),
-                  "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-                  "/usr/share/fonts/TTF/DejaVuSans-Bold.ttf"]
-    try:
-        import matplotlib
-        candidates.append(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"))
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise FileNotFoundError(f"no DejaVu Sans Bold found (tried {[c for c in candidates if c]}); "
-                            "install fonts-dejavu-core or matplotlib, or set MOAI_FONT")
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], fill) -> None:
