@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -59,12 +60,42 @@ class MissingWeightsError(FileNotFoundError):
     """The named weights are not on this machine; the message says which and how to get them."""
 
 
+DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+MODELS_ROOT_ENV = "MOAI_MODELS"
+
+
+def check_device(device: str) -> str:
+    """The one spelling of devices every annotator Config accepts (OCR maps 'cuda' to paddle's 'gpu')."""
+    text = str(device)
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError(f"device {device!r}: use {DEVICE_HELP}")
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'."""
     if device != "auto":
         return device
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def models_root() -> Path:
+    """Where the published weights that are not in the Hugging Face cache live (absolute):
+    `$MOAI_MODELS`, else `models/` under the current directory. Holds `psgtr_r50/` (written by
+    `python -m annotators.psgtr.convert`) and `ppocr/` (prepared from the installed wheels)."""
+    return Path(os.environ.get(MODELS_ROOT_ENV) or "models").expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A file or folder an annotator needs before it can load, for `pipeline check`."""
+    key: str                 # the Config option that names it ("model", "model_dir", ...)
+    what: str                # "Mask2Former checkpoint facebook/...", "OWLv2 query vocabulary"
+    path: str                # where it is looked for
+    found: bool
+    fix: str = ""            # how to get it, when missing
+    prepared: bool = False   # absent now, but the annotator prepares it itself (OCR from wheels)
 
 
 def sha256_file(path, chunk: int = 1 << 24) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import MissingWeightsError, set_offline, sha256_file
+from .base import MissingWeightsError, Requirement, set_offline, sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -51,6 +51,17 @@ def pretrained_folder(model: str) -> Path | None:
     except Exception:  # not a repo id, or not cached: nothing to hash
         return None
 
+
+def hf_requirement(key: str, model: str, what: str) -> Requirement:
+    """Is `model` (a folder, or a hub id in the offline HF cache) on this machine? Loads nothing."""
+    set_offline()
+    folder = pretrained_folder(model)
+    found = folder is not None and (folder / "config.json").is_file()
+    if folder is None and not _looks_like_path(model):
+        from huggingface_hub import constants
+        folder = Path(constants.HF_HUB_CACHE) / f"models--{model.replace('/', '--')}"
+    return Requirement(key, f"{what} {model}", str(folder if folder is not None else model), found,
+                       "" if found else missing_weights_message(model))
 
 
 def weight_hashes(folder: Path | None) -> dict[str, str]:

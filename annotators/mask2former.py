@@ -13,9 +13,10 @@ import numpy as np
 
 from schemas.psmap import encode_ps_map
 
-from .base import Failed, Result, check_images, map_in_batches, resolve_device, set_offline
+from .base import (Failed, Requirement, Result, check_device, check_images, map_in_batches, resolve_device,
+                   set_offline)
 from .boxes import BACKENDS, masks_boxes, normalize_box
-from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
+from .hf import hf_load, hf_requirement, pretrained_folder, torch_dtype, weight_hashes
 
 MOAI_CHECKPOINT = "facebook/mask2former-swin-base-coco-panoptic"
 COCO_PANOPTIC_LABELS = 133
@@ -25,7 +26,7 @@ COCO_PANOPTIC_THINGS = 80  # contiguous ids 0..79 are things, 80..132 stuff
 @dataclass(frozen=True)
 class Mask2FormerConfig:
     model: str = MOAI_CHECKPOINT            # HF id (offline cache) or local save_pretrained folder
-    device: str = "cpu"                      # "auto" | "cpu" | "cuda"
+    device: str = "cpu"                      # "auto" | "cpu" | "cuda[:N]" (the pipeline picks it from Ray)
     dtype: str = "float32"                   # "float32" | "bfloat16" | "float16" (cuda)
     batch_size: int = 8                      # images per forward
     threshold: float = 0.5                   # class score to keep a query (MoAI)
@@ -37,8 +38,7 @@ class Mask2FormerConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device {self.device!r}: use 'auto', 'cpu' or 'cuda'")
+        check_device(self.device)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("threshold", "mask_threshold", "overlap_mask_area_threshold"):
@@ -57,6 +57,11 @@ class Mask2FormerAnnotator:
     name: ClassVar[str] = "panoptic"
     columns: ClassVar[tuple[str, ...]] = ("panoptic", "ps_map")
     Config: ClassVar[type] = Mask2FormerConfig
+    gpu_dtype: ClassVar[str] = "bfloat16"   # what the pipeline runs it in on a GPU
+
+    @staticmethod
+    def requirements(config: Mask2FormerConfig) -> list[Requirement]:
+        return [hf_requirement("model", config.model, "Mask2Former checkpoint")]
 
     def __init__(self, config: Mask2FormerConfig):
         set_offline()  # before transformers is imported: it reads the switches once
@@ -145,7 +150,8 @@ class Mask2FormerAnnotator:
                 "thresholds": {"threshold": cfg.threshold, "mask_threshold": cfg.mask_threshold,
                                "overlap_mask_area_threshold": cfg.overlap_mask_area_threshold,
                                "label_ids_to_fuse": list(cfg.label_ids_to_fuse)},
-                "labels": len(self.id2label), "dtype": cfg.dtype, "box_backend": cfg.box_backend,
+                "labels": len(self.id2label), "device": self.device, "dtype": cfg.dtype,
+                "box_backend": cfg.box_backend,
             }
         return dict(self._provenance)
 

@@ -4,11 +4,12 @@ MoAI runs PaddleOCR on CPU and verbalizes the strings with confidence >= 0.85; t
 lives in `schemas/verbalize.py`. Here every line above the low storage threshold `min_score` is
 kept with its score and its polygon normalized to the image, so texts can be re-verbalized later.
 
-Offline by construction: models load only from folders (given, or already in PaddleX's model
-cache under their names), the document-orientation, unwarping and text-line-orientation models
-stay off unless their folders are given, the model-source check is off, and PaddleX gets a local
-font. A missing folder raises `MissingWeightsError` naming it. `tiny_config(workdir)` prepares the
-real small PP-OCR weights shipped inside the `rapidocr` wheel (see `annotators/ppocr_models.py`).
+Offline by construction: models load only from folders (given; else `ppocr/<name>` under the
+models root, prepared there from the installed wheels when absent; else PaddleX's model cache),
+the document-orientation, unwarping and text-line-orientation models stay off unless their folders
+are given, the model-source check is off, and PaddleX gets a local font. A missing folder raises
+`MissingWeightsError` naming it. The real small PP-OCR weights ship inside the `rapidocr` wheel
+(see `annotators/ppocr_models.py`).
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, MissingWeightsError, Result, check_images, resolve_device, set_offline, sha256_file
+from .base import (Failed, MissingWeightsError, Requirement, Result, check_device, check_images, models_root,
+                   resolve_device, set_offline, sha256_file)
 from .fonts import find_font
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = ("auto", "cpu", "gpu")  # paddle's names; "cuda[:N]" is accepted too and means "gpu[:N]"
 ONNX_FILES = ("inference.onnx",)
 PADDLE_FILES = (("inference.json", "inference.pdmodel"), ("inference.pdiparams",))
 
@@ -44,6 +46,10 @@ def _missing_files(folder: Path, engine: str) -> list[str]:
     return missing
 
 
+def _default_folder(name: str) -> Path:
+    return models_root() / "ppocr" / name
+
+
 def model_files_sha256(folder: Path) -> dict[str, str]:
     names = ("inference.yml", "inference.onnx", "inference.json", "inference.pdmodel", "inference.pdiparams")
     return {name: sha256_file(folder / name) for name in names if (folder / name).is_file()}
@@ -54,11 +60,39 @@ class PaddleOCRAnnotator:
 
     name: ClassVar[str] = "ocr"
     columns: ClassVar[tuple[str, ...]] = ("ocr",)
+    gpu_dtype: ClassVar[str | None] = None  # the exported models run as they are
+
+    @staticmethod
+    def requirements(config: "PaddleOCRAnnotator.Config") -> list[Requirement]:
+        from .ppocr_models import WHEEL_MODELS, wheel_file
+        found = []
+        for key, role, folder, name in (
+                ("det_model_dir", "detection", config.det_model_dir, config.det_model_name),
+                ("rec_model_dir", "recognition", config.rec_model_dir, config.rec_model_name),
+                ("textline_orientation_model_dir", "text-line orientation",
+                 config.textline_orientation_model_dir, None)):
+            if key.startswith("textline") and folder is None:
+                continue
+            path = Path(folder) if folder is not None else _default_folder(name)
+            usable = path.is_dir() and not _missing_files(path, config.engine)
+            if usable or folder is not None or name not in WHEEL_MODELS:
+                found.append(Requirement(key, f"PP-OCR {role} model {name or ''}".strip(), str(path), usable,
+                                         "" if usable else f"give {key} a PaddleOCR model folder, or prepare the "
+                                         "wheel's: python -m annotators.ppocr_models OUT_DIR"))
+                continue
+            try:  # absent, but it ships in a wheel: the annotator prepares it there on first use
+                source = wheel_file(WHEEL_MODELS[name])
+                found.append(Requirement(key, f"PP-OCR {role} model {name}", str(path), True, prepared=True,
+                                         fix=f"prepared on first use from {source}"))
+            except MissingWeightsError as err:
+                found.append(Requirement(key, f"PP-OCR {role} model {name}", str(path), False, str(err)))
+        return found
 
     @dataclass(frozen=True)
     class Config:
-        # Model folders (inference.yml + inference.onnx, or Paddle inference files). None = look in
-        # PaddleX's model cache (~/.paddlex/official_models/<name>); never downloaded.
+        # Model folders (inference.yml + inference.onnx, or Paddle inference files). None = the
+        # models root's ppocr/<name> (prepared from the installed wheel when absent), else PaddleX's
+        # model cache (~/.paddlex/official_models/<name>); never downloaded.
         det_model_dir: str | None = None
         rec_model_dir: str | None = None
         det_model_name: str = "PP-OCRv6_small_det"
@@ -68,6 +102,7 @@ class PaddleOCRAnnotator:
         textline_orientation_model_name: str = "PP-LCNet_x1_0_textline_ori"
         engine: str = "onnxruntime"     # the wheels ship ONNX; "paddle" for native inference folders
         device: str = "auto"            # auto = "gpu" when the engine can use CUDA, else "cpu" (as MoAI)
+                                        # the pipeline picks it from Ray; "cuda[:N]" = "gpu[:N]"
         batch_size: int = 8             # images per detection batch inside PaddleOCR
         rec_batch_size: int = 8         # text lines per recognition batch
         cpu_threads: int | None = None  # None = the engine's default
@@ -81,8 +116,10 @@ class PaddleOCRAnnotator:
         def __post_init__(self):
             if self.engine not in ENGINES:
                 raise ValueError(f"engine={self.engine!r}: choose one of {ENGINES}")
-            if self.device not in DEVICES and not self.device.startswith("gpu:"):
-                raise ValueError(f"device={self.device!r}: choose one of {DEVICES} or 'gpu:N'")
+            device = str(self.device)
+            if device.startswith("gpu"):
+                device = "cuda" + device[3:]
+            object.__setattr__(self, "device", check_device(device).replace("cuda", "gpu"))
             for field in ("batch_size", "rec_batch_size", "det_limit_side_len"):
                 if getattr(self, field) < 1:
                     raise ValueError(f"{field}={getattr(self, field)} must be >= 1")
@@ -136,16 +173,23 @@ class PaddleOCRAnnotator:
 
     @staticmethod
     def _model_folder(role: str, folder: str | None, name: str) -> Path:
-        if folder is None:
-            cached = _paddlex_cache() / name
-            if cached.is_dir():
-                folder = str(cached)
-            else:
-                raise MissingWeightsError(
-                    f"OCR {role} model {name!r}: no folder given and none in the PaddleX cache ({cached}); "
-                    "nothing is downloaded. Pass its *_model_dir, or prepare the PP-OCR weights shipped "
-                    "in the rapidocr wheel: python -m annotators.ppocr_models OUT_DIR")
-        return Path(folder)
+        if folder is not None:
+            return Path(folder)
+        from .ppocr_models import WHEEL_MODELS, prepare_model
+        ours, cached = _default_folder(name), _paddlex_cache() / name
+        if ours.is_dir():
+            return ours
+        if cached.is_dir():
+            return cached
+        if name in WHEEL_MODELS:
+            try:
+                return prepare_model(name, ours.parent)
+            except PermissionError:  # a read-only models root: prepare it in the user's cache
+                return prepare_model(name, Path.home() / ".cache" / "moai-pipeline" / "ppocr")
+        raise MissingWeightsError(
+            f"OCR {role} model {name!r}: no folder given, none at {ours} nor in the PaddleX cache ({cached}); "
+            "nothing is downloaded. Pass its *_model_dir, or prepare the PP-OCR weights shipped "
+            "in the rapidocr wheel: python -m annotators.ppocr_models OUT_DIR")
 
     def _check_folders(self) -> None:
         for role, folder in (("detection", self.det_dir), ("recognition", self.rec_dir),
@@ -165,14 +209,17 @@ class PaddleOCRAnnotator:
 
     @staticmethod
     def _resolve_device(device: str, engine: str) -> str:
-        if device != "auto":
+        if device == "cpu":
             return device
         if engine == "onnxruntime":
+            # A GPU without onnxruntime's CUDA provider (the CPU wheel) runs on the CPU; provenance says so.
             import onnxruntime
             # A CUDA build of onnxruntime is not enough: a GPU must be visible to this process.
             has_gpu = ("CUDAExecutionProvider" in onnxruntime.get_available_providers()
                        and resolve_device("auto") == "cuda")
-            return "gpu" if has_gpu else "cpu"
+            return (device if device != "auto" else "gpu") if has_gpu else "cpu"
+        if device != "auto":
+            return device
         import paddle
         has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
         return "gpu" if has_gpu else "cpu"

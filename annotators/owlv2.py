@@ -13,22 +13,22 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, Result, check_images, map_in_batches, resolve_device, set_offline
+from .base import (Failed, Requirement, Result, check_device, check_images, map_in_batches, resolve_device,
+                   set_offline)
 from .boxes import normalize_box
 from .clip_text import build_clip_tokenizer
-from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
-from .vocab import Vocabulary, load_vocabulary
+from .hf import hf_load, hf_requirement, pretrained_folder, torch_dtype, weight_hashes
+from .vocab import MOAI_QUERIES, Vocabulary, load_vocabulary, vocabulary_requirements
 
 MOAI_CHECKPOINT = "google/owlv2-base-patch16-ensemble"
-MOAI_VOCABULARY_HINT = ("MoAI's queries are ADE20K-847 + ImageNet-1k names: "
-                        "vocabulary=('ade20k_847.json', 'imagenet_1k.json'); or e.g. 'ultralytics:lvis'")
+MOAI_VOCABULARY_HINT = f"MoAI's 1,847 queries ship as {MOAI_QUERIES!r}; or name files and/or e.g. 'ultralytics:lvis'"
 
 
 @dataclass(frozen=True)
 class OWLv2Config:
     model: str = MOAI_CHECKPOINT          # HF id (offline cache) or local save_pretrained folder
-    vocabulary: tuple[str, ...] = ()      # files and/or `package:name`, concatenated in order
-    device: str = "cpu"                   # "auto" | "cpu" | "cuda"
+    vocabulary: tuple[str, ...] = (MOAI_QUERIES,)  # files and/or `package:name`, concatenated in order
+    device: str = "cpu"                   # "auto" | "cpu" | "cuda[:N]" (the pipeline picks it from Ray)
     dtype: str = "float32"                # "float32" | "bfloat16" | "float16" (cuda)
     batch_size: int = 8                   # images per forward
     threshold: float = 0.1                # stored; the verbalizer keeps >= 0.5 (MoAI)
@@ -40,8 +40,7 @@ class OWLv2Config:
         object.__setattr__(self, "vocabulary", vocabulary)
         if not vocabulary:
             raise ValueError(f"OWLv2 needs a query vocabulary. {MOAI_VOCABULARY_HINT}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device {self.device!r}: use 'auto', 'cpu' or 'cuda'")
+        check_device(self.device)
         if self.batch_size < 1 or self.text_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_size}, {self.text_batch_size}")
         if not 0.0 <= self.threshold <= 1.0:
@@ -54,6 +53,12 @@ class OWLv2Annotator:
     name: ClassVar[str] = "owod"
     columns: ClassVar[tuple[str, ...]] = ("detections",)
     Config: ClassVar[type] = OWLv2Config
+    gpu_dtype: ClassVar[str] = "bfloat16"   # what the pipeline runs it in on a GPU
+
+    @staticmethod
+    def requirements(config: OWLv2Config) -> list[Requirement]:
+        return [hf_requirement("model", config.model, "OWLv2 checkpoint"),
+                *vocabulary_requirements("vocabulary", config.vocabulary)]
 
     def __init__(self, config: OWLv2Config):
         set_offline()  # before transformers is imported: it reads the switches once
@@ -125,7 +130,7 @@ class OWLv2Annotator:
                 "annotator": self.name, "backend": "transformers.Owlv2ForObjectDetection",
                 "model": cfg.model, "weights_sha256": weight_hashes(pretrained_folder(cfg.model)),
                 "thresholds": {"threshold": cfg.threshold}, "vocabulary": self.vocabulary.provenance(),
-                "dtype": cfg.dtype,
+                "device": self.device, "dtype": cfg.dtype,
             }
         return dict(self._provenance)
 

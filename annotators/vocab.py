@@ -1,7 +1,8 @@
 """Named, hashed label vocabularies (query lists for open-world detection, class names).
 
-Vocabularies are never bundled in this repository: they come from a model checkpoint, an
-installed package, or a file the user names (JSON list of strings, or one name per line).
+A vocabulary comes from a file the user names (JSON list of strings, or one name per line), an
+installed package (`ultralytics:lvis`), or the few MoAI lists this project ships (`moai:owlv2`,
+the 1,847 OWLv2 queries; `annotators/vocabularies/SOURCES.md` says where each comes from).
 """
 from __future__ import annotations
 
@@ -46,8 +47,20 @@ def load_vocabulary_file(path: str | Path, name: str | None = None) -> Vocabular
     return Vocabulary(name or path.stem, tuple(names))
 
 
-# Vocabularies shipped inside installed packages, as `package:name`.
+SHIPPED_DIR = Path(__file__).parent / "vocabularies"
+SHIPPED = {"owlv2": "moai_owlv2_1847.json", "coco_panoptic": "coco_panoptic_133.json",
+           "psg_predicates": "psg_predicates_56.json"}
+MOAI_QUERIES = "moai:owlv2"  # MoAI's OWLv2 queries: ADE20K-847 names, then ImageNet-1k names
+
+
+def shipped_file(name: str) -> Path:
+    """The file behind `moai:<name>`."""
+    return SHIPPED_DIR / SHIPPED[name]
+
+
+# Vocabularies shipped inside installed packages (and this one), as `package:name`.
 PACKAGE_VOCABULARIES = {
+    "moai": SHIPPED,
     # ultralytics' dataset YAMLs carry the class-name lists of their datasets.
     "ultralytics": {"coco": "coco.yaml", "lvis": "lvis.yaml", "imagenet": "ImageNet.yaml",
                     "objects365": "Objects365.yaml", "ade20k": "ade20k.yaml", "voc": "VOC.yaml",
@@ -62,6 +75,8 @@ def package_vocabulary(spec: str) -> Vocabulary:
     if known is None or name not in known:
         choices = [f"{p}:{n}" for p, names in PACKAGE_VOCABULARIES.items() for n in names]
         raise ValueError(f"unknown package vocabulary {spec!r}; choose from {choices} or name a file")
+    if package == "moai":
+        return load_vocabulary_file(shipped_file(name), name=spec)
     if package == "ultralytics":
         try:
             import ultralytics
@@ -79,7 +94,7 @@ def package_vocabulary(spec: str) -> Vocabulary:
 def load_vocabulary(spec: str | Path | tuple | list) -> Vocabulary:
     """One spec or several (concatenated in order): `package:name` or a file path.
 
-    MoAI's OWLv2 queries are ADE20K-847 + ImageNet-1k: `("ade20k_847.json", "imagenet_1000.json")`.
+    MoAI's OWLv2 queries (ADE20K-847 + ImageNet-1k names) ship as `moai:owlv2`.
     """
     if isinstance(spec, (tuple, list)):
         if not spec:
@@ -93,3 +108,25 @@ def load_vocabulary(spec: str | Path | tuple | list) -> Vocabulary:
     if ":" in text and text.split(":", 1)[0] in PACKAGE_VOCABULARIES:
         return package_vocabulary(text)
     return load_vocabulary_file(text)
+
+
+def vocabulary_requirements(key: str, spec) -> list:
+    """One `Requirement` per part of a vocabulary spec: a file must exist; a `package:name` must be
+    one we know (its package is checked when the annotator loads it)."""
+    from .base import Requirement
+    parts = (spec,) if isinstance(spec, (str, Path)) else tuple(spec)
+    requirements = []
+    for part in parts:
+        text = str(part)
+        package = text.split(":", 1)[0] if ":" in text else ""
+        if package in PACKAGE_VOCABULARIES:
+            known = text.split(":", 1)[1] in PACKAGE_VOCABULARIES[package]
+            where = str(shipped_file(text.split(":", 1)[1])) if package == "moai" and known else text
+            requirements.append(Requirement(key, f"vocabulary {text}", where, known,
+                                            "" if known else f"unknown vocabulary; choose a file or one of "
+                                            f"{[f'{p}:{n}' for p, ns in PACKAGE_VOCABULARIES.items() for n in ns]}"))
+        else:
+            found = Path(text).is_file()
+            requirements.append(Requirement(key, f"vocabulary file {Path(text).name}", text, found,
+                                            "" if found else "name an existing JSON list or one-name-per-line file"))
+    return requirements

@@ -12,11 +12,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Failed, MissingWeightsError, Result, check_images, map_in_batches, resolve_device, set_offline
+from .base import (Failed, MissingWeightsError, Requirement, Result, check_device, check_images, map_in_batches,
+                   models_root, resolve_device, set_offline)
 from .clip_text import CLIPTextEncoder, tiny_clip_text
 from .base import sha256_file
-from .hf import weight_hashes
-from .vocab import Vocabulary, load_vocabulary
+from .hf import hf_requirement, weight_hashes
+from .vocab import Vocabulary, load_vocabulary, vocabulary_requirements
 
 DEFAULT_CHECKPOINT = "yolov8s-worldv2.pt"
 CLIP_B32 = "openai/clip-vit-base-patch32"
@@ -29,10 +30,11 @@ PICKLE_HINT = ("ultralytics .pt checkpoints are pickles and run code when loaded
 class YOLOWorldConfig:
     # A folder with <arch>.yaml + model.safetensors (as tiny_config writes), an ultralytics .pt
     # checkpoint (needs allow_pickle), or an architecture YAML (random weights: benchmarks only).
-    model: str = DEFAULT_CHECKPOINT
+    # "" = the published yolov8s-worldv2.pt under the models root ($MOAI_MODELS, else models/).
+    model: str = ""
     vocabulary: tuple[str, ...] = ("ultralytics:coco",)  # files and/or `package:name`
     text_model: str = CLIP_B32            # CLIP text tower (HF id or folder) for the class embeddings
-    device: str = "cpu"                   # "auto" | "cpu" | "cuda"
+    device: str = "cpu"                   # "auto" | "cpu" | "cuda[:N]" (the pipeline picks it from Ray)
     dtype: str = "float32"                # "float32" | "float16" (cuda)
     batch_size: int = 8
     threshold: float = 0.1                # stored, as OWLv2's; the verbalizer keeps >= 0.5
@@ -44,10 +46,11 @@ class YOLOWorldConfig:
     def __post_init__(self):
         vocabulary = (self.vocabulary,) if isinstance(self.vocabulary, str) else tuple(self.vocabulary)
         object.__setattr__(self, "vocabulary", vocabulary)
+        if not self.model:
+            object.__setattr__(self, "model", str(models_root() / DEFAULT_CHECKPOINT))
         if not vocabulary:
             raise ValueError("YOLO-World needs a vocabulary: files and/or `package:name`, e.g. 'ultralytics:lvis'")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device {self.device!r}: use 'auto', 'cpu' or 'cuda'")
+        check_device(self.device)
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype {self.dtype!r}: ultralytics runs 'float32' or 'float16' (cuda)")
         if self.batch_size < 1 or self.imgsz < 32 or self.imgsz % 32:
@@ -63,6 +66,19 @@ class YOLOWorldAnnotator:
     name: ClassVar[str] = "owod"
     columns: ClassVar[tuple[str, ...]] = ("detections",)
     Config: ClassVar[type] = YOLOWorldConfig
+    gpu_dtype: ClassVar[str] = "float16"   # what the pipeline runs it in on a GPU
+
+    @staticmethod
+    def requirements(config: YOLOWorldConfig) -> list[Requirement]:
+        path = Path(config.model)
+        found = path.is_dir() and (path / "model.safetensors").is_file() or path.is_file()
+        return [Requirement("model", "YOLO-World checkpoint", config.model, found,
+                            "" if found else "download yolov8s-worldv2.pt from github.com/ultralytics/assets/"
+                            "releases (on a machine with network) into the models root and set allow_pickle=true "
+                            "for that file you trust, or name a folder with an architecture .yaml + "
+                            "model.safetensors"),
+                hf_requirement("text_model", config.text_model, "CLIP text tower"),
+                *vocabulary_requirements("vocabulary", config.vocabulary)]
 
     def __init__(self, config: YOLOWorldConfig):
         set_offline()
@@ -122,7 +138,8 @@ class YOLOWorldAnnotator:
                 "annotator": self.name, "backend": "ultralytics.YOLOWorld", "model": cfg.model,
                 "weights_sha256": self._weights, "text_model": self.text_encoder.provenance(),
                 "thresholds": {"threshold": cfg.threshold, "iou": cfg.iou, "max_det": cfg.max_det},
-                "imgsz": cfg.imgsz, "vocabulary": self.vocabulary.provenance(), "dtype": cfg.dtype,
+                "imgsz": cfg.imgsz, "vocabulary": self.vocabulary.provenance(), "device": self.device,
+                "dtype": cfg.dtype,
             }
         return dict(self._provenance)
 

@@ -1,6 +1,7 @@
 """`python -m pipeline COMMAND ...` — each command lives in its own module.
 
   run       annotate a corpus into Parquet (pipeline.run)
+  check     is every model of a profile on this machine? where, size, sha256, device (pipeline.check)
   inspect   summarize an annotation output with Polars (pipeline.inspect)
   show      render overlay pictures and an HTML gallery (pipeline.show)
   demo      the README demo: bundled corpus -> run -> inspect -> show (pipeline.demo)
@@ -13,6 +14,7 @@ import sys
 
 COMMANDS = {
     "run": "pipeline.run",
+    "check": "pipeline.check",
     "inspect": "pipeline.inspect",
     "show": "pipeline.show",
     "demo": "pipeline.demo",

@@ -21,6 +21,7 @@ PROFILES = ("moai", "tiny")
 # Above this many pixels (width x height, before decoding) an image becomes an error row instead of
 # a decompression bomb: 2 x Pillow's own warning limit, ~179 MP (e.g. 16384 x 10923).
 DEFAULT_MAX_PIXELS = 178_956_970
+GPU_DTYPES = ("", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class AnnotatorStage:
     options: dict = field(default_factory=dict)  # the annotator's Config fields
     tiny: bool = False               # build a small random-weight model (registry.tiny_config) first
     batch_size: int = 8              # images per __call__
-    num_gpus: float = 0.0            # per actor; fractions share a GPU (0.25 = four actors per GPU)
+    num_gpus: float = 0.0            # per actor; fractions share a GPU (0.25 = four actors per GPU);
+                                     # > 0 runs the model on the GPU Ray assigns, 0 on the CPU in float32
+    gpu_dtype: str = ""              # dtype on a GPU; "" = the annotator's (bf16; fp16 for YOLO-World)
     num_cpus: float = 1.0            # per actor
     min_actors: int = 1              # actor pool size range (ActorPoolStrategy)
     max_actors: int = 1
@@ -49,6 +52,8 @@ class AnnotatorStage:
             raise ValueError(f"{self.kind}: need 1 <= min_actors <= max_actors, got {self.min_actors}, {self.max_actors}")
         if self.max_restarts < 0 or self.max_task_retries < 0:
             raise ValueError(f"{self.kind}: max_restarts/max_task_retries must be >= 0")
+        if self.gpu_dtype not in GPU_DTYPES:
+            raise ValueError(f"{self.kind}: gpu_dtype must be one of {GPU_DTYPES}, got {self.gpu_dtype!r}")
         if not isinstance(self.options, dict):
             raise ValueError(f"{self.kind}: options must be a mapping, got {type(self.options).__name__}")
 
@@ -67,6 +72,8 @@ class RunConfig:
     retry_errors: bool = False       # re-annotate images whose stored row is an error
     max_errored_blocks: int = 1000   # blocks lost to crashed workers before the run aborts (rows come back as errors)
     tiny_workdir: str = "runs/tiny-models"  # where tiny (random-weight) models are written
+    resource_wait_s: float = 300.0   # cluster: how long a stage may wait for a node that fits its actors
+    check_weights: bool = True       # check every named weight file/folder on the driver before Ray starts
     object_store_memory: int = 0     # embedded Ray only; 0 = Ray's default
     num_cpus: int = 0                # embedded Ray only; 0 = all CPUs
     verbalize: VerbalizeConfig = VerbalizeConfig()
@@ -79,6 +86,8 @@ class RunConfig:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.rows_per_file < 1 or self.decode_batch_size < 1:
             raise ValueError("rows_per_file and decode_batch_size must be >= 1")
+        if self.resource_wait_s < 0:
+            raise ValueError(f"resource_wait_s must be >= 0, got {self.resource_wait_s}")
         stages = {name: s if isinstance(s, AnnotatorStage) else AnnotatorStage(**s)
                   for name, s in (self.annotators or {}).items()}
         object.__setattr__(self, "annotators", stages)

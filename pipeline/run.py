@@ -6,6 +6,11 @@ one row (ok or error). Re-running with the same output annotates only what is no
 
 Ray: `--address` / $RAY_ADDRESS connects to a cluster (this is what `ray job submit` gives the
 job); otherwise an embedded local Ray on 127.0.0.1 uses this machine's CPUs and GPUs.
+
+Before any Ray work, every enabled annotator's Config is built and every file it names is looked
+for (pipeline/check.py): anything missing exits 2 with one line per problem. Devices follow the
+resources (pipeline/placement.py): a GPU profile on a machine without a GPU runs on the CPU with
+one warning line; on a cluster, a stage no node can host stops the job after `resource_wait_s`.
 """
 from __future__ import annotations
 
@@ -21,13 +26,19 @@ from dataclasses import asdict
 
 from schemas.schema import SCHEMA_VERSION, STATUS_ERROR, error_row, rows_to_table
 
+from annotators.base import MODELS_ROOT_ENV, models_root
+
+from .check import SetupError, check_stages, problems_of
 from .config import PROFILES, RunConfig, check_columns, load_config
 from .decode import decode_batch
 from .inputs import Item, filesystem_for, list_inputs
+from .placement import UnsatisfiableResources, fit_to_machine, on_cpu, wait_for_resources
 from .resume import AnnotationDatasink, clear_tmp, drop_rows, read_done, write_atomic
 from .stages import AnnotateStage, annotator_class, finalize
 
 PACKAGES = ("ray", "pyarrow", "torch", "transformers", "paddleocr", "ultralytics", "numpy", "pillow")
+# Where the weights are: the driver's settings reach every worker (a cluster's too).
+WEIGHT_ENV = (MODELS_ROOT_ENV, "HF_HOME", "HF_HUB_CACHE")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray address (default $RAY_ADDRESS, else embedded local Ray)")
     parser.add_argument("--retry-errors", dest="retry_errors", action="store_true", default=None,
                         help="re-annotate images whose stored row is an error")
+    parser.add_argument("--cpu", action="store_true", default=None,
+                        help="run every annotator on the CPU (num_gpus 0), e.g. the moai profile on a laptop")
     return parser.parse_args(argv)
 
 
@@ -56,8 +69,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"--only names unknown annotators {sorted(unknown)}; known {sorted(base.annotators)}")
         overrides = [f"annotators.{name}.enabled={'true' if name in wanted else 'false'}"
                      for name in base.annotators] + overrides
-    return load_config(args.config, overrides, input=args.input, output=args.output,
-                       image_root=args.image_root, address=args.address, retry_errors=args.retry_errors)
+    cfg = load_config(args.config, overrides, input=args.input, output=args.output,
+                      image_root=args.image_root, address=args.address, retry_errors=args.retry_errors)
+    return on_cpu(cfg) if getattr(args, "cpu", None) else cfg
 
 
 def stage_options(cfg: RunConfig) -> dict[str, dict]:
@@ -85,13 +99,19 @@ def run_provenance(cfg: RunConfig, options: dict) -> dict:
             "packages": versions}
 
 
+def is_embedded(cfg: RunConfig) -> bool:
+    return not (cfg.address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(cfg: RunConfig):
     import ray
     if ray.is_initialized():
         return ray
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    os.environ.setdefault(MODELS_ROOT_ENV, str(models_root()))  # absolute: workers may start elsewhere
+    if not is_embedded(cfg):
+        env = {key: os.environ[key] for key in WEIGHT_ENV if os.environ.get(key)}
+        ray.init(address=cfg.address or os.environ["RAY_ADDRESS"], log_to_driver=True,
+                 runtime_env={"env_vars": env})
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind to 127.0.0.1 only
         kwargs = {"num_cpus": cfg.num_cpus or None, "object_store_memory": cfg.object_store_memory or None}
@@ -123,12 +143,24 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight
         ds = ds.map_batches(
             stage_class, batch_format="pyarrow", batch_size=stage.batch_size,
             fn_constructor_kwargs={"stage": name, "kind": stage.kind, "options": options[name],
-                                   "working_size": cfg.working_size, "inflight_dir": inflight_dir},
+                                   "working_size": cfg.working_size, "inflight_dir": inflight_dir,
+                                   "placement": stage},
             compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.max_actors),
             num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
             max_restarts=stage.max_restarts, max_task_retries=stage.max_task_retries)
     return ds.map_batches(finalize, batch_format="pyarrow", fn_kwargs={"verbalize": cfg.verbalize},
                           num_cpus=cfg.decode_num_cpus)
+
+
+def place(ray, cfg: RunConfig) -> RunConfig:
+    """Fit the stages to an embedded Ray's machine, or wait for a cluster to offer what they ask."""
+    if is_embedded(cfg):
+        resources = ray.cluster_resources()
+        cfg, warning = fit_to_machine(cfg, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+        if warning:
+            print(warning, flush=True)
+    wait_for_resources(ray, cfg, 0.0 if is_embedded(cfg) else cfg.resource_wait_s)
+    return cfg
 
 
 def account_for_lost(cfg: RunConfig, todo: list[Item], provenance: dict, reason: str) -> int:
@@ -163,6 +195,11 @@ def summarize(cfg: RunConfig, todo: list[Item], skipped: int, seconds: float, lo
 def run(cfg: RunConfig) -> dict:
     cfg.check_runnable()
     check_columns({name: tuple(annotator_class(s.kind).columns) for name, s in cfg.enabled.items()})
+    options = stage_options(cfg)
+    if cfg.check_weights:
+        problems = problems_of(check_stages(cfg, options, gpu_here=None))
+        if problems:
+            raise SetupError(problems)
     items = list_inputs(cfg.input, cfg.image_root)
     clear_tmp(cfg.output)
     done = read_done(cfg.output)
@@ -177,9 +214,9 @@ def run(cfg: RunConfig) -> dict:
     start = time.perf_counter()
     lost = 0
     if todo:
-        options = stage_options(cfg)
         provenance = run_provenance(cfg, options)
         ray = init_ray(cfg)
+        cfg = place(ray, cfg)
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = cfg.max_errored_blocks
         # Keyed by this run (a fresh directory), so no marker outlives it into a later run or resume.
@@ -204,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         cfg.check_runnable()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        summary = run(cfg)
+    except (ValueError, UnsatisfiableResources) as exc:  # SetupError too: one line per problem
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
-    summary = run(cfg)
     # Every image has its row either way; exit non-zero only when no batch survived (a broken setup).
     return 3 if summary["lost"] and summary["lost"] == summary["ok"] + summary["error"] else 0
 

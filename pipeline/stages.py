@@ -28,6 +28,7 @@ from schemas.schema import ANNOTATION_SCHEMA, ERROR, STATUS_ERROR, STATUS_OK, TE
 from schemas.verbalize import VerbalizeConfig, verbalize_row
 
 from .decode import images_of
+from .placement import placed_options
 
 PROVENANCE_PREFIX = "__provenance__"  # per-row provenance JSON, folded into file metadata by the sink
 ANNOTATOR_COLUMNS = ("panoptic", "ps_map", "detections", "scene_graph", "ocr")
@@ -42,8 +43,15 @@ def annotator_class(kind: str) -> type:
     return registered(kind)
 
 
-def build_annotator(kind: str, options: dict):
+def build_annotator(kind: str, options: dict, placement=None):
+    """The annotator; with `placement` (its AnnotatorStage, inside a Ray actor) on the actor's device."""
     cls = annotator_class(kind)
+    if placement is not None:
+        gpu_ids = []
+        if placement.num_gpus > 0:
+            import ray
+            gpu_ids = ray.get_gpu_ids()
+        options = placed_options(options, cls, placement, gpu_ids)
     return cls(cls.Config(**options))
 
 
@@ -57,14 +65,15 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
 class AnnotateStage:
     """One actor of an annotator's pool: `__init__` loads the model, `__call__` maps a batch."""
 
-    def __init__(self, stage: str, kind: str, options: dict, working_size: int, inflight_dir: str = ""):
+    def __init__(self, stage: str, kind: str, options: dict, working_size: int, inflight_dir: str = "",
+                 placement=None):
         set_offline()
         self.stage = stage
         self.working_size = working_size
         self.inflight = Path(inflight_dir, stage) if inflight_dir else None
         if self.inflight is not None:
             self.inflight.mkdir(parents=True, exist_ok=True)
-        self.annotator = build_annotator(kind, options)
+        self.annotator = build_annotator(kind, options, placement)
         self.columns = tuple(self.annotator.columns)
         self.provenance = json.dumps({"kind": kind, **self.annotator.provenance()}, sort_keys=True, default=str)
 

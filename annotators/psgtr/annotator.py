@@ -16,15 +16,17 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..base import Failed, Result, check_images, resolve_device, set_offline
+from ..base import Failed, Requirement, Result, check_device, check_images, models_root, resolve_device, set_offline
 from ..boxes import masks_boxes, normalize_box
 from ..vocab import Vocabulary
-from .checkpoint import load_model_dir, save_model_dir
+from .checkpoint import (CONFIG_FILE, WEIGHTS_FILE, convert_command, load_model_dir,
+                         save_model_dir)
 from .config import PSGTRConfig
 from .model import PSGTR
 from .postprocess import PostprocessConfig, TripletResult, postprocess
 
 COMPATS = ("none", "moai")
+PUBLISHED_DIR = "psgtr_r50"  # under the models root: the converted psgtr_r50_epoch_60.pth
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -47,11 +49,21 @@ def resize_keep_ratio(image: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
 class PSGTRAnnotator:
     name: ClassVar[str] = "sgg"
     columns: ClassVar[tuple[str, ...]] = ("scene_graph",)
+    gpu_dtype: ClassVar[str] = "bfloat16"   # what the pipeline runs it in on a GPU
+
+    @staticmethod
+    def requirements(config: "PSGTRAnnotator.Config") -> list[Requirement]:
+        folder = Path(config.model_dir)
+        found = (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+        return [Requirement("model_dir", "PSGTR R50 (converted psgtr_r50_epoch_60.pth)", str(folder), found,
+                            "" if found else f"download psgtr_r50_epoch_60.pth (OpenPSG README) and run: "
+                            f"{convert_command(folder)}")]
 
     @dataclass(frozen=True)
     class Config:
-        model_dir: str = ""                      # folder written by annotators.psgtr.convert
-        device: str = "auto"                     # auto | cpu | cuda
+        model_dir: str = ""                      # folder written by annotators.psgtr.convert; "" = the
+                                                 # models root's psgtr_r50 ($MOAI_MODELS, else models/)
+        device: str = "auto"                     # auto | cpu | cuda[:N] (the pipeline picks it from Ray)
         dtype: str = "float32"                   # float32 | bfloat16 (autocast)
         batch_size: int = 4                      # images per forward pass
         image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long, short), aspect kept (OpenPSG)
@@ -66,9 +78,8 @@ class PSGTRAnnotator:
 
         def __post_init__(self):
             if not self.model_dir:
-                raise ValueError("model_dir is required: a folder written by `python -m annotators.psgtr.convert`")
-            if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-                raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+                object.__setattr__(self, "model_dir", str(models_root() / PUBLISHED_DIR))
+            check_device(self.device)
             if self.dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
             if self.compat not in COMPATS:
@@ -156,7 +167,8 @@ class PSGTRAnnotator:
         info = self.info
         return {
             "annotator": self.name, "model": f"psgtr_{info.config.backbone}", "weights_sha256": info.weights_sha256,
-            "source": info.source, "compat": self.config.compat, "dtype": self.config.dtype,
+            "source": info.source, "compat": self.config.compat, "device": str(self.device),
+            "dtype": self.config.dtype,
             "image_scale": list(self.config.image_scale), "size_divisor": self.config.size_divisor,
             "thresholds": {"mask": self.config.mask_threshold, "dedup_iou": self.config.dedup_iou,
                            "object_score": self.config.object_score_threshold,

@@ -48,6 +48,11 @@ def save_model_dir(state_dict: dict[str, torch.Tensor], cfg: PSGTRConfig, out_di
     return out_dir
 
 
+def convert_command(model_dir: str | Path) -> str:
+    """The exact command that writes `model_dir` from the published checkpoint."""
+    return f"python -m annotators.psgtr.convert psgtr_r50_epoch_60.pth {model_dir} --sha256 published"
+
+
 def load_model_dir(model_dir: str | Path) -> tuple[PSGTR, ModelInfo]:
     """The model (eval mode, CPU, float32) and its vocabularies; strict load."""
     from safetensors.torch import load_file
@@ -56,8 +61,7 @@ def load_model_dir(model_dir: str | Path) -> tuple[PSGTR, ModelInfo]:
     if not weights.is_file() or not config.is_file():
         raise MissingWeightsError(
             f"no PSGTR model in {model_dir} (needs {WEIGHTS_FILE} and {CONFIG_FILE}). Download "
-            "psgtr_r50_epoch_60.pth from the OpenPSG README and convert it: python -m annotators.psgtr.convert "
-            "psgtr_r50_epoch_60.pth MODEL_DIR --classes coco_panoptic_133.json --predicates psg_predicates_56.json")
+            f"psgtr_r50_epoch_60.pth from the OpenPSG README and convert it: {convert_command(model_dir)}")
     meta = json.loads(config.read_text(encoding="utf-8"))
     cfg = PSGTRConfig.from_dict(meta["model"])
     info = ModelInfo(cfg, tuple(meta["class_names"]), tuple(meta["predicate_names"]), sha256_file(weights),

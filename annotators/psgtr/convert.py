@@ -1,7 +1,7 @@
 """Convert OpenPSG's `psgtr_r50_epoch_60.pth` (mmdet, spec §4) into our model folder (checkpoint.py).
 
-    python -m annotators.psgtr.convert psgtr_r50_epoch_60.pth models/psgtr \\
-        --classes coco_panoptic_133.json --predicates psg_predicates_56.json [--sha256 published]
+    python -m annotators.psgtr.convert psgtr_r50_epoch_60.pth models/psgtr_r50 [--sha256 published]
+        [--classes moai:coco_panoptic] [--predicates moai:psg_predicates]   # the shipped lists
 
 Accepts mmcv-1.x names (`attentions.0`, `attentions.1`, `ffns.0`, as OpenPSG saved them) and MoAI's
 mmdet-3 renaming (`self_attn`, `cross_attn`, `ffn`). Refuses a checkpoint whose keys or shapes do not
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..vocab import load_vocabulary_file
+from ..vocab import load_vocabulary
 from ..base import sha256_file
 from .checkpoint import save_model_dir
 from .config import PSGTRConfig
@@ -63,6 +63,31 @@ def rename_key(key: str) -> str | None:
         if pattern.match(rest):
             return f"transformer.{part}.layers.{index}.{pattern.sub(replacement, rest)}"
     return None
+
+
+OPENPSG_NAMES = (  # our layer part -> OpenPSG's mmcv-1.x name: the inverse of LAYER_RENAMES
+    (re.compile(r"^self_attn\.(.+)$"), r"attentions.0.attn.\1"),
+    (re.compile(r"^cross_attn\.(.+)$"), r"attentions.1.attn.\1"),
+    (re.compile(r"^linear1\.(.+)$"), r"ffns.0.layers.0.0.\1"),
+    (re.compile(r"^linear2\.(.+)$"), r"ffns.0.layers.1.\1"),
+)
+
+
+def openpsg_key(name: str) -> str:
+    """Our parameter name -> the key OpenPSG's checkpoint stores it under (`rename_key`'s inverse),
+    for writing checkpoints in the published format (annotators.fake_weights)."""
+    if name.startswith("backbone."):
+        return name
+    match = LAYER_KEY.match(name)
+    if match:
+        part, index, rest = match.groups()
+        norm = re.match(r"^norm(\d+)\.(.+)$", rest)
+        if norm:
+            rest = f"norms.{int(norm.group(1)) - 1}.{norm.group(2)}"
+        for pattern, replacement in OPENPSG_NAMES:
+            rest = pattern.sub(replacement, rest)
+        name = f"transformer.{part}.layers.{index}.{rest}"
+    return f"bbox_head.{name}"
 
 
 def config_from_state_dict(state: dict[str, torch.Tensor]) -> PSGTRConfig:
@@ -140,14 +165,14 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], li
     return dict(state), sorted(set(stubbed))
 
 
-def convert(checkpoint: str | Path, out_dir: str | Path, classes: str | Path, predicates: str | Path,
-            sha256: str | None = None) -> Path:
+def convert(checkpoint: str | Path, out_dir: str | Path, classes: str | Path = "moai:coco_panoptic",
+            predicates: str | Path = "moai:psg_predicates", sha256: str | None = None) -> Path:
     """Verify (optionally), map and write the model folder; returns it."""
     digest = sha256_file(checkpoint)
     expected = PUBLISHED_SHA256 if sha256 == "published" else sha256
     if expected and digest != expected.lower():
         raise ConversionError(f"{checkpoint}: SHA-256 {digest} does not match the expected {expected}")
-    class_vocab, predicate_vocab = load_vocabulary_file(classes), load_vocabulary_file(predicates)
+    class_vocab, predicate_vocab = load_vocabulary(str(classes)), load_vocabulary(str(predicates))
     raw, stubbed = load_checkpoint_state(checkpoint)
     state, cfg = map_state_dict(raw)
     source = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": digest, "sha256_verified": bool(expected),
@@ -160,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m annotators.psgtr.convert", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="psgtr_r50_epoch_60.pth (OpenPSG) or a MoAI-renamed copy")
     parser.add_argument("out_dir", help="folder to write model.safetensors and config.json into")
-    parser.add_argument("--classes", required=True, help="133 COCO panoptic class names (JSON list or one per line)")
-    parser.add_argument("--predicates", required=True, help="56 PSG predicate names (JSON list or one per line)")
+    parser.add_argument("--classes", default="moai:coco_panoptic",
+                        help="133 COCO panoptic class names: a JSON list or one-per-line file, or the shipped "
+                             "moai:coco_panoptic (default)")
+    parser.add_argument("--predicates", default="moai:psg_predicates",
+                        help="56 PSG predicate names: a file, or the shipped moai:psg_predicates (default)")
     parser.add_argument("--sha256", help="expected SHA-256 of the checkpoint, or 'published' for OpenPSG's")
     args = parser.parse_args(argv)
     try:

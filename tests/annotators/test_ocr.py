@@ -224,8 +224,9 @@ def test_model_folders_are_reproducible_and_idempotent(tmp_path, options):
 
 def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatch, options):
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(MissingWeightsError, match="PP-OCRv6_small_det.*annotators.ppocr_models"):
-        PaddleOCRAnnotator(PaddleOCRAnnotator.Config())
+    monkeypatch.setenv("MOAI_MODELS", str(tmp_path / "models"))
+    with pytest.raises(MissingWeightsError, match="PP-OCRv5_server_det.*annotators.ppocr_models"):
+        PaddleOCRAnnotator(PaddleOCRAnnotator.Config(det_model_name="PP-OCRv5_server_det"))  # ships in no wheel
     with pytest.raises(MissingWeightsError, match="does not exist"):
         PaddleOCRAnnotator(PaddleOCRAnnotator.Config(**{**options, "rec_model_dir": str(tmp_path / "nowhere")}))
     (tmp_path / "det").mkdir()
@@ -237,8 +238,17 @@ def test_missing_or_incomplete_folders_name_what_is_missing(tmp_path, monkeypatc
         PaddleOCRAnnotator(PaddleOCRAnnotator.Config(**{**options, "engine": "paddle"}))
 
 
+def test_default_folders_are_prepared_from_the_wheels_in_the_models_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MOAI_MODELS", str(tmp_path / "models"))
+    annotator = PaddleOCRAnnotator(PaddleOCRAnnotator.Config())
+    for folder, name in ((annotator.det_dir, "PP-OCRv6_small_det"), (annotator.rec_dir, "PP-OCRv6_small_rec")):
+        assert folder == tmp_path / "models" / "ppocr" / name
+        assert (folder / "inference.onnx").is_file() and (folder / "source.json").is_file()
+
+
 @pytest.mark.parametrize("field, value, message", [
-    ("engine", "tensorrt", "engine='tensorrt'"), ("device", "tpu", "device='tpu'"),
+    ("engine", "tensorrt", "engine='tensorrt'"), ("device", "tpu", "device 'tpu'"),
     ("batch_size", 0, "batch_size=0"), ("min_score", 1.5, "min_score=1.5"),
     ("det_limit_type", "both", "det_limit_type='both'"),
 ])

@@ -117,8 +117,9 @@ def test_an_image_that_fails_gives_its_own_error(annotator, images, monkeypatch)
 
 
 def test_vocabulary_is_required_and_named(tiny):
-    with pytest.raises(ValueError, match="ADE20K-847"):
-        OWLv2Annotator.Config(model=tiny["model"])
+    assert OWLv2Annotator.Config(model=tiny["model"]).vocabulary == ("moai:owlv2",)  # MoAI's, shipped
+    with pytest.raises(ValueError, match="moai:owlv2"):
+        OWLv2Annotator.Config(model=tiny["model"], vocabulary=())
     with pytest.raises(ValueError, match="unknown package vocabulary"):
         OWLv2Annotator(OWLv2Annotator.Config(model=tiny["model"], vocabulary="ultralytics:nope"))
 

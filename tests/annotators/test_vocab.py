@@ -51,3 +51,22 @@ def test_errors_say_what_to_do(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="non-empty list of non-empty strings"):
         load_vocabulary(str(tmp_path / "bad.json"))
+
+
+def test_the_shipped_moai_queries_are_ade20k_then_imagenet_name_by_name(shared_dir):
+    shipped = load_vocabulary("moai:owlv2")
+    reference = [*json.loads((shared_dir / "vocab" / "ade20k_847.json").read_text()),
+                 *json.loads((shared_dir / "vocab" / "imagenet_1k.json").read_text())]
+    assert len(shipped) == 1847 and list(shipped.names) == reference
+    assert shipped.name == "moai:owlv2"
+
+
+@pytest.mark.parametrize("spec, reference", [("moai:coco_panoptic", "coco_panoptic_133.json"),
+                                             ("moai:psg_predicates", "psg_predicates_56.json")])
+def test_the_shipped_psgtr_vocabularies_are_the_reference(shared_dir, spec, reference):
+    assert list(load_vocabulary(spec).names) == json.loads((shared_dir / "vocab" / reference).read_text())
+
+
+def test_owlv2_defaults_to_moais_queries():
+    from annotators.owlv2 import OWLv2Annotator
+    assert OWLv2Annotator.Config().vocabulary == ("moai:owlv2",)

@@ -131,9 +131,9 @@ def test_tiny_model_is_deterministic(options, tmp_path):
     assert tiny_config(tmp_path / "nested" / "dir") == again  # reuses the folder
 
 
-def test_config_errors(options, tmp_path):
-    with pytest.raises(ValueError, match="model_dir is required"):
-        PSGTRAnnotator.Config()
+def test_config_errors(options, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOAI_MODELS", str(tmp_path / "models"))
+    assert PSGTRAnnotator.Config().model_dir == str(tmp_path / "models" / "psgtr_r50")  # the published default
     with pytest.raises(ValueError, match="compat"):
         PSGTRAnnotator.Config(**{**options, "compat": "published"})
     with pytest.raises(ValueError, match="dtype"):
