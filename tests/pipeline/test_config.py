@@ -30,6 +30,14 @@ def test_moai_profile_uses_gpus_and_tiny_uses_none():
     assert all(s.num_gpus == 0 and s.tiny for s in load_config("tiny").annotators.values())
 
 
+def test_no_profile_names_a_device_and_cpu_flag_takes_every_gpu_off():
+    for profile in ("moai", "tiny"):
+        assert all("device" not in s.options for s in load_config(profile).annotators.values())
+    cfg = config_from_args(parse_args(["--input", "x", "--output", "y", "--cpu"]))
+    assert all(s.num_gpus == 0 for s in cfg.enabled.values())
+    assert cfg.annotators["panoptic"].gpu_dtype == "bfloat16"  # what it would run in on a GPU
+
+
 def test_cli_overrides_and_only():
     args = parse_args(["--input", "x", "--output", "y", "--config", "tiny", "--only", "ocr,panoptic",
                        "--set", "annotators.ocr.batch_size=2", "--set", "verbalize.owod_min_score=0.3"])
@@ -93,8 +101,14 @@ def test_cluster_files_point_at_the_job():
         assert spec["rayVersion"].startswith("2.60")
         gpu = [g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu"][0]
         assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # every pod sees the weights at the models root: the driver checks them, the workers load them
+        for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+            (container,) = group["template"]["spec"]["containers"]
+            assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+    assert "--set annotators" not in job["entrypoint"]  # the moai profile as shipped
     launcher = yaml.safe_load((REPO / "cluster" / "launcher.yaml").read_text())
     assert launcher["head_node_type"] in launcher["available_node_types"]
     assert "python -m pipeline run --config moai" in (REPO / "cluster" / "launcher.yaml").read_text()
     dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
     assert "ray:2.60" in dockerfile and "-c constraints.txt" in dockerfile
+    assert "MOAI_MODELS=/models" in dockerfile and "HF_HOME=/models/hf" in dockerfile
