@@ -9,8 +9,9 @@ Both run the same random-weight model in the same process; ratios are printed si
     .venv/bin/python bench/bench_annotators.py --profile full --device cuda --dtype bfloat16 --images 64
 
 Profiles: tiny (tiny_config models), moderate (OWLv2 with the real-size text tower, ViT-B/16 at
-384 px; Swin-T Mask2Former; YOLOv8s-worldv2 at 640), full (published sizes: Mask2Former Swin-B
-at 384, OWLv2 B/16 at 960, YOLOv8s-worldv2 + CLIP B/32 text at 640; for a GPU).
+384 px; Swin-T Mask2Former; YOLOv8s-worldv2 at 640), full (the published sizes, as the `moai`
+profile's twin in annotators.fake_weights writes them: Mask2Former Swin-B at 384, OWLv2 B/16 at
+960; YOLOv8s-worldv2 + CLIP B/32 text at 640; for a GPU).
 Weights are random: the timings are the point, not the outputs.
 """
 from __future__ import annotations
@@ -24,18 +25,19 @@ import numpy as np
 
 
 def squashed_images(n: int, size: int) -> np.ndarray:
-    import ultralytics
+    """ultralytics' two photos, squashed; where ultralytics is not installed (a bare GPU machine),
+    two fixed smooth pictures of the same size (timings do not depend on content)."""
     from PIL import Image
-    assets = Path(ultralytics.__file__).parent / "assets"
-    photos = [Image.open(assets / name).convert("RGB").resize((size, size)) for name in ("bus.jpg", "zidane.jpg")]
-    return np.stack([np.asarray(photos[i % 2]) for i in range(n)])  # (n, size, size, 3)
-
-
-def query_vocabulary(shared: Path) -> tuple[str, ...]:
-    moai = (shared / "vocab" / "ade20k_847.json", shared / "vocab" / "imagenet_1k.json")
-    if all(p.is_file() for p in moai):
-        return tuple(str(p) for p in moai)  # MoAI's 1,847 queries
-    return ("ultralytics:ade20k", "ultralytics:imagenet")
+    try:
+        import ultralytics
+        assets = Path(ultralytics.__file__).parent / "assets"
+        photos = [np.asarray(Image.open(assets / name).convert("RGB").resize((size, size)))
+                  for name in ("bus.jpg", "zidane.jpg")]
+    except ImportError:
+        y, x = np.mgrid[0:size, 0:size] / size
+        photos = [(np.stack([x, y, x * y], -1) * 255).astype(np.uint8),
+                  (np.stack([1 - x, y * y, 1 - y], -1) * 255).astype(np.uint8)]
+    return np.stack([photos[i % 2] for i in range(n)])  # (n, size, size, 3)
 
 
 def timed(variants: list[tuple], device: str, repeats: int) -> list[float]:
@@ -63,34 +65,39 @@ def timed(variants: list[tuple], device: str, repeats: int) -> list[float]:
 # ---- models per profile -------------------------------------------------------------------------
 
 def save_owlv2(folder: Path, profile: str) -> Path:
+    """full: the published OWLv2 B/16 at 960 px (annotators.fake_weights); moderate: the same at 384 px."""
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
     from annotators.clip_text import build_clip_tokenizer
+    from annotators.fake_weights import write_owlv2
+    if profile == "full":
+        return write_owlv2(folder)
     if (folder / "model.safetensors").is_file():
         return folder
     torch.manual_seed(0)
-    size = {"moderate": 384, "full": 960}[profile]
     text = {"max_position_embeddings": 16}  # real size: 512 wide, 12 layers, 8 heads
-    vision = {"image_size": size, "patch_size": 16}  # ViT-B/16
+    vision = {"image_size": 384, "patch_size": 16}  # ViT-B/16
     Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision)).save_pretrained(folder)
     tokenizer = build_clip_tokenizer()
     tokenizer.model_max_length = 16
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": size, "width": size}),
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 384, "width": 384}),
                    tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
 
 def save_mask2former(folder: Path, profile: str) -> Path:
+    """full: the published Swin-B COCO panoptic (annotators.fake_weights); moderate: Swin-T."""
     import torch
     from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
                               SwinConfig)
+    from annotators.fake_weights import write_mask2former
+    if profile == "full":
+        return write_mask2former(folder)
     if (folder / "model.safetensors").is_file():
         return folder
     torch.manual_seed(0)
-    swin = {"moderate": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),      # Swin-T
-            "full": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32])}[profile]  # Swin-B
     backbone = SwinConfig(image_size=384, window_size=12, out_features=["stage1", "stage2", "stage3", "stage4"],
-                          **swin)
+                          embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24])  # Swin-T
     labels = {i: f"class{i}" for i in range(133)}
     config = Mask2FormerConfig(backbone_config=backbone, num_labels=133, id2label=labels, num_queries=100,
                                use_pretrained_backbone=False)
@@ -159,7 +166,7 @@ def bench(kind: str, args, workdir: Path, images: np.ndarray) -> list[tuple]:
     from annotators import registry
     opts = {**options(kind, args.profile, workdir), "device": args.device, "dtype": args.dtype}
     if kind == "owod":
-        opts["vocabulary"] = query_vocabulary(args.shared)
+        opts["vocabulary"] = ("moai:owlv2",)  # MoAI's 1,847 queries, shipped with the project
     if kind == "owod_yolo" and args.dtype == "bfloat16":
         opts["dtype"] = "float16"  # ultralytics runs fp16, not bf16
     annotator = registry.build(kind, opts)
@@ -190,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; each variant's best counts")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/moai-bench-annotators"))
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     args = parser.parse_args(argv)
     import torch
     from annotators.base import set_offline

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ray = init_ray(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False
     summary = run(cfg)
-    pipeline = summary["images_per_s"]
+    pipeline = len(items) / summary["seconds"]
     shutil.rmtree(work, ignore_errors=True)
 
     total = sum(bare_seconds.values())

@@ -14,13 +14,13 @@ from typing import Any
 
 import yaml
 
+from schemas.image import DEFAULT_MAX_PIXELS
 from schemas.schema import ANNOTATION_SCHEMA
 from schemas.verbalize import VerbalizeConfig
 
 PROFILES = ("moai", "tiny")
 # Above this many pixels (width x height, before decoding) an image becomes an error row instead of
-# a decompression bomb: 2 x Pillow's own warning limit, ~179 MP (e.g. 16384 x 10923).
-DEFAULT_MAX_PIXELS = 178_956_970
+# a decompression bomb (schemas/image.py).
 GPU_DTYPES = ("", "float32", "bfloat16", "float16")
 
 

@@ -16,6 +16,8 @@ from pathlib import PurePosixPath
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from schemas.image import filesystem_for
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 CONVERSATION_SUFFIXES = (".json", ".jsonl")
@@ -29,13 +31,6 @@ class Item:
 
 def has_scheme(uri: str) -> bool:
     return "://" in uri
-
-
-def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or any URI pyarrow understands."""
-    if has_scheme(uri):
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(uri)
 
 
 def join_source(root: str, relative: str) -> str:

@@ -66,8 +66,13 @@ def _replace_stages(cfg: RunConfig, change) -> RunConfig:
 
 
 def on_cpu(cfg: RunConfig) -> RunConfig:
-    """Every enabled stage with `num_gpus: 0` (the `--cpu` flag)."""
-    return _replace_stages(cfg, lambda s: dataclasses.replace(s, num_gpus=0.0))
+    """Every enabled GPU stage moved to the CPU (the `--cpu` flag, or no GPU here): `num_gpus: 0`
+    and one image per batch. A GPU profile's batches buy nothing on a CPU, and one-image blocks let
+    the stages overlap, each actor on its own core, instead of running one after the other."""
+    if not any(s.num_gpus > 0 for s in cfg.enabled.values()):
+        return cfg
+    cfg = _replace_stages(cfg, lambda s: dataclasses.replace(s, num_gpus=0.0, batch_size=1) if s.num_gpus > 0 else s)
+    return dataclasses.replace(cfg, decode_batch_size=1)
 
 
 def fit_to_machine(cfg: RunConfig, cpus: float, gpus: float) -> tuple[RunConfig, str | None]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from annotators.fonts import find_font
 from schemas import VerbalizeConfig, colorize, decode_ps_map
+from schemas.image import open_rgb, read_bytes
 from schemas.verbalize import numbered_object_names, select_relations
 
 GREY = (128, 128, 128)
@@ -51,16 +51,17 @@ def label_colour(label: str) -> tuple[int, int, int]:
 
 
 def load_photo(source: str) -> tuple[Image.Image | None, str | None]:
-    """(RGB photo, None), or (None, why not) for anything Pillow cannot open locally."""
+    """(the upright RGB photo the pipeline annotated, None), or (None, why not): a remote source is
+    not fetched, and a file that is gone, truncated or over the pixel limit gives a note, never an
+    exception, so one bad picture cannot stop a gallery."""
     path = source[len("file://"):] if source.startswith("file://") else source
     if "://" in path:
         return None, f"source {source} is not a local file"
     try:
-        with Image.open(Path(path)) as image:
-            return image.convert("RGB"), None
+        return open_rgb(read_bytes(path)), None
     except FileNotFoundError:
         return None, f"source unreadable (no such file): {source}"
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - DecodeError, OSError, anything Pillow raises
         return None, f"source unreadable ({type(exc).__name__}: {exc}): {source}"
 
 

@@ -37,8 +37,6 @@ from .resume import AnnotationDatasink, clear_tmp, drop_rows, read_done, write_a
 from .stages import AnnotateStage, annotator_class, finalize
 
 PACKAGES = ("ray", "pyarrow", "torch", "transformers", "paddleocr", "ultralytics", "numpy", "pillow")
-# Where the weights are: the driver's settings reach every worker (a cluster's too).
-WEIGHT_ENV = (MODELS_ROOT_ENV, "HF_HOME", "HF_HUB_CACHE")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,12 +105,10 @@ def init_ray(cfg: RunConfig):
     import ray
     if ray.is_initialized():
         return ray
-    os.environ.setdefault(MODELS_ROOT_ENV, str(models_root()))  # absolute: workers may start elsewhere
-    if not is_embedded(cfg):
-        env = {key: os.environ[key] for key in WEIGHT_ENV if os.environ.get(key)}
-        ray.init(address=cfg.address or os.environ["RAY_ADDRESS"], log_to_driver=True,
-                 runtime_env={"env_vars": env})
+    if not is_embedded(cfg):  # a cluster's workers find the weights through their own environment (the image's)
+        ray.init(address=cfg.address or os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
+        os.environ.setdefault(MODELS_ROOT_ENV, str(models_root()))  # absolute: the workers inherit it
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind to 127.0.0.1 only
         kwargs = {"num_cpus": cfg.num_cpus or None, "object_store_memory": cfg.object_store_memory or None}
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",

@@ -95,11 +95,16 @@ def read_provenance(path: str | os.PathLike) -> dict:
     return json.loads(meta[PROVENANCE_KEY])
 
 
+ROW_RULE_COLUMNS = ("image_id", "status", "error")  # what `row_problems` reads
+
+
 def read_annotations(path: str | os.PathLike, columns: list[str] | None = None,
                      validate_rows: bool = True) -> pa.Table:
     """Read an annotation file or output directory, checking it against the contract.
 
-    Raises SchemaError naming the file and every problem found.
+    The row rules (ids unique across every file, error iff status) hold whatever `columns` asks
+    for: their three columns are read too, checked, then dropped. Raises SchemaError naming the
+    file and every problem found.
     """
     files = parquet_files(path)
     for f in files:
@@ -112,12 +117,13 @@ def read_annotations(path: str | os.PathLike, columns: list[str] | None = None,
             raise SchemaError(f"{f} does not follow the annotation schema v{SCHEMA_VERSION}:\n  - "
                               + "\n  - ".join(problems))
     dataset = ds.dataset([str(f) for f in files], format="parquet", schema=annotation_schema())
-    table = dataset.to_table(columns=columns)
-    if validate_rows and columns is None:
+    wanted = columns if columns is None or not validate_rows else list(dict.fromkeys([*columns, *ROW_RULE_COLUMNS]))
+    table = dataset.to_table(columns=wanted)
+    if validate_rows:
         problems = row_problems(table)
         if problems:
             raise SchemaError(f"{path}: rows break the annotation contract:\n  - " + "\n  - ".join(problems))
-    return table
+    return table if columns is None else table.select(columns)
 
 
 def reverbalize(table: pa.Table, cfg: VerbalizeConfig = VerbalizeConfig()) -> pa.Table:
@@ -138,15 +144,29 @@ def reverbalize(table: pa.Table, cfg: VerbalizeConfig = VerbalizeConfig()) -> pa
 
 def reverbalize_files(src: str | os.PathLike, dst: str | os.PathLike,
                       cfg: VerbalizeConfig = VerbalizeConfig()) -> int:
-    """Re-verbalize every file of `src` into `dst` (same relative names). Returns rows written."""
+    """Re-verbalize every file of `src` into `dst` (same relative names). Returns rows written.
+
+    All of `src` is checked first (schemas, and ids unique across its files); the files are written
+    into a hidden folder of `dst` and moved into place only when every one is written, so a failure
+    leaves `dst` as it was."""
+    import shutil
     src, dst = Path(src), Path(dst)
+    files = parquet_files(src)
+    read_annotations(src, columns=["image_id"])  # every file's schema, and the row rules across files
+    staging = dst / f".reverbalize-{os.getpid()}"
+    names = [f.relative_to(src) if src.is_dir() else Path(f.name) for f in files]
     total = 0
-    for f in parquet_files(src):
-        table = reverbalize(read_annotations(f), cfg)
-        out = dst / (f.relative_to(src) if src.is_dir() else f.name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out)
-        total += table.num_rows
+    try:
+        for f, name in zip(files, names):
+            table = reverbalize(read_annotations(f), cfg)
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, staging / name)
+            total += table.num_rows
+        for name in names:
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, dst / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return total
 
 

@@ -7,12 +7,17 @@ Layout of `--out DIR`:
   meta.json                  model config, dtype, bytes per sample, the join report
 Shards are read lazily (`safe_open` memory-maps; one slot is one slice), so training streams
 the cache without loading it. Images shared by several conversations are encoded once.
+
+A cache is written whole into a hidden folder beside `DIR` and swapped in only when complete, so a
+killed `trainer cache` leaves the previous cache (or nothing) at `DIR`, never a mix of old index and
+new shards; the next run starts over. A non-empty `DIR` that is not a cache is refused.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,6 +35,39 @@ META_FILE = "meta.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class CacheError(ValueError):
+    """The cache directory cannot be written or read as a cache; the message says why."""
+
+
+def staging_dir(out: Path) -> Path:
+    """Where `trainer cache` builds `out`: beside it, hidden, one per target (a killed run's is redone)."""
+    return out.with_name(f".{out.name}.building")
+
+
+def check_out_dir(out: Path) -> None:
+    """`out` may be new, empty, or a cache (which is replaced); anything else is someone's data."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file())):
+        raise CacheError(f"{out} exists and is not a feature cache; choose an empty or new --out")
+
+
+def start_staging(out: Path) -> Path:
+    check_out_dir(out)
+    staging = staging_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed run left
+    staging.mkdir(parents=True)
+    return staging
+
+
+def swap_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` by the finished `staging`: readers see the old cache or the new one, whole."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def shard_name(k: int) -> str:
     return f"features-{k:05d}.safetensors"
 
@@ -45,13 +83,14 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
                 prompt: PromptFormat = PromptFormat(), max_length: int | None = None,
                 dtype: str = "bfloat16", batch_size: int = 8, shard_size: int = 256,
                 device: str = "cpu", progress: bool = True) -> JoinReport:
-    """Encode every image that some usable conversation refers to; write shards + index + meta.
+    """Encode every image that some usable conversation refers to; write shards + index + meta +
+    join_report.json into a staging folder, then swap it in as `out`.
 
     Images that cannot be read are reported (`unreadable_image`) and their samples left out.
     """
     from tqdm import tqdm
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    target = Path(out)
+    out = start_staging(target)
     samples, report = join_samples(table, conversations, model.tokenizer, model.image_token_id, prompt, max_length)
     rows = sorted({s["row"] for s in samples})
     sources = table.column("source").to_pylist()
@@ -119,6 +158,8 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
             "bytes_per_image": bytes_per_image, "prompt": prompt.__dict__, "max_length": max_length,
             "join_report": report.__dict__}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    report.write(out / "join_report.json")
+    swap_into_place(out, target)
     return report
 
 
@@ -202,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, as for `trainer train`")
     args = parser.parse_args(argv)
+    try:  # before the (possibly 7B) model is built
+        check_out_dir(Path(args.out))
+    except CacheError as err:
+        print(f"trainer cache: error: {err}", file=sys.stderr)
+        return 2
     recipe = parse_overrides(load_recipe(args.recipe), args.set)
     model = build_model(recipe["model"])
     table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)
@@ -209,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
                          prompt=PromptFormat.from_dict(recipe["data"].get("prompt")),
                          max_length=recipe["data"].get("max_length"), dtype=args.dtype,
                          batch_size=args.batch_size, shard_size=args.shard_size, device=args.device)
-    report.write(Path(args.out) / "join_report.json")
     meta = json.loads((Path(args.out) / META_FILE).read_text())
     print(report.summary(), file=sys.stderr)
     print(f"cache: {meta['images']} images, {meta['samples']} samples, "

@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(module, "main"):
         print(f"trainer: {COMMANDS[command][0]} has no main(argv)", file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    from schemas import SchemaError
+    try:
+        return int(module.main(rest) or 0)
+    except SchemaError as err:  # e.g. two annotation files holding the same image_id
+        print(f"trainer {command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from schemas.image import load_working_image
+
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_SIZE = 490
@@ -195,9 +197,9 @@ def join_samples(table, conversations: list[dict], tokenizer, image_token_id: in
 
 
 def load_image(source: str, size: int = IMAGE_SIZE) -> np.ndarray:
-    """The photo at `source`, RGB, squashed to (size, size, 3) uint8 as MoAI does (no padding)."""
-    with Image.open(source) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+    """The photo at `source` as the pipeline annotated it (the contract's decoder: EXIF orientation,
+    16-bit, alpha, local path or URI), squashed to (size, size, 3) uint8 as MoAI does."""
+    return load_working_image(source, size)
 
 
 def load_ps_ids(png: bytes, size: int = IMAGE_SIZE) -> np.ndarray:

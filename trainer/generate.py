@@ -44,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    model = MoAIModel.from_pretrained(args.model).to(args.device).eval()
-    state_file = Path(args.model) / "state.json"
-    recipe = json.loads(state_file.read_text())["recipe"] if state_file.is_file() else {}
-    prompt = PromptFormat.from_dict(recipe.get("data", {}).get("prompt"))
-    table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)
+    table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)  # data first, then the (big) model
     by_id, by_source = _match_rows(table)
     row = by_id.get(args.image, by_source.get(args.image.lstrip("./")))
     if row is None:
@@ -59,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{table.column('status')[row].as_py()!r}, ps_map present: "
               f"{table.column('ps_map')[row].as_py() is not None})", file=sys.stderr)
         return 2
+    model = MoAIModel.from_pretrained(args.model).to(args.device).eval()
+    state_file = Path(args.model) / "state.json"
+    recipe = json.loads(state_file.read_text())["recipe"] if state_file.is_file() else {}
+    prompt = PromptFormat.from_dict(recipe.get("data", {}).get("prompt"))
     print(answer(model, args.question, table.column("source")[row].as_py(), table.column("ps_map")[row].as_py(),
                  table.column("text_aux")[row].as_py(), prompt, args.max_new_tokens))
     return 0

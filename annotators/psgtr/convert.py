@@ -126,13 +126,27 @@ def map_state_dict(checkpoint_state: dict[str, torch.Tensor]) -> tuple[dict[str,
 
 
 class _InertStub:
-    """Stands in for a non-allowlisted global in the pickle; construction and state are ignored."""
+    """Stands in for a non-allowlisted global in the pickle; construction, state and contents are
+    ignored. It takes what pickle fills containers with (items of a dict subclass such as mmcv's
+    ConfigDict, elements of a list subclass), so such metadata loads; none of its code ever runs."""
     qualified_name = "?"
 
     def __init__(self, *args, **kwargs):
         pass
 
     def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):  # SETITEM(S) on a dict subclass
+        pass
+
+    def append(self, value):  # APPEND on a list subclass
+        pass
+
+    def extend(self, values):  # APPENDS on a list subclass
+        pass
+
+    def add(self, value):  # ADDITEMS on a set subclass
         pass
 
 
@@ -194,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = convert(args.checkpoint, args.out_dir, args.classes, args.predicates, args.sha256)
-    except (ConversionError, ValueError, FileNotFoundError) as err:
+    except (ConversionError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
+    except Exception as err:  # noqa: BLE001 - a checkpoint we cannot read at all: one line, not a traceback
+        print(f"error: {args.checkpoint}: cannot read it as a PSGTR checkpoint ({type(err).__name__}: {err})",
+              file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 

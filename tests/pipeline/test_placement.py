@@ -67,6 +67,8 @@ def test_a_gpu_profile_on_a_machine_without_gpu_runs_on_cpu_and_fits_its_cpus():
     assert warning.startswith("warning: no GPU on this machine: ocr, owod, panoptic, sgg run on the CPU")
     assert "--cpu" in warning and "\n" not in warning
     assert all(s.num_gpus == 0 for s in fitted.enabled.values())
+    # one image per batch and per decode block: on CPUs the stages overlap instead of taking turns
+    assert all(s.batch_size == 1 for s in fitted.enabled.values()) and fitted.decode_batch_size == 1
     # every stage's minimum actors and one decode task fit the 2 CPUs, else Ray Data waits forever
     need = fitted.decode_num_cpus + sum(s.min_actors * s.num_cpus for s in fitted.enabled.values())
     assert need <= 2 and not unplaceable(requests(fitted), [{"CPU": 2.0}])

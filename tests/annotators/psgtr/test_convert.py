@@ -113,3 +113,26 @@ def test_metadata_objects_are_stubbed_never_run(mmcv_checkpoint, vocab, tmp_path
     assert SIDE_EFFECTS == []
     meta = json.loads((out / "config.json").read_text())
     assert meta["source"]["stubbed_metadata_globals"] == [f"{__name__}._record"]
+
+
+class ConfigDict(dict):
+    """Stands for mmcv's ConfigDict: a dict subclass pickle fills item by item."""
+
+
+class ConfigList(list):
+    pass
+
+
+def test_dict_and_list_subclasses_in_meta_are_stubbed(mmcv_checkpoint, vocab, tmp_path, capsys):
+    state = mmcv_checkpoint[1]
+    path = tmp_path / "configdict.pth"
+    meta = ConfigDict(model=ConfigDict(type="PSGTr", layers=ConfigList([1, 2, 3])), env=UnsafeMeta())
+    torch.save({"meta": {"config": meta}, "state_dict": state}, path)
+    out = convert(path, tmp_path / "model", *vocab)
+    assert SIDE_EFFECTS == []
+    stubbed = json.loads((out / "config.json").read_text())["source"]["stubbed_metadata_globals"]
+    assert f"{__name__}.ConfigDict" in stubbed and f"{__name__}.ConfigList" in stubbed
+    (tmp_path / "garbage.pth").write_bytes(b"\x80\x04not a checkpoint at all")
+    assert main([str(tmp_path / "garbage.pth"), str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
