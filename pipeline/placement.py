@@ -50,14 +50,16 @@ def placed_options(options: dict, annotator_cls: type, stage: AnnotatorStage, gp
 
 def planned_placement(options: dict, annotator_cls: type, stage: AnnotatorStage, gpu_here: bool | None) -> str:
     """What `placed_options` will choose, in words, for `pipeline check` (gpu_here None: a cluster)."""
+    has_dtype = "dtype" in {f.name for f in dataclasses.fields(annotator_cls.Config)}
     if "device" in options:
         return f"{options['device']} {options.get('dtype', '')} (set in options)".replace("  ", " ")
     if stage.num_gpus > 0 and gpu_here is not False:
-        dtype = options.get("dtype") or stage.gpu_dtype or getattr(annotator_cls, "gpu_dtype", None) or "as exported"
+        dtype = ((options.get("dtype") or stage.gpu_dtype or getattr(annotator_cls, "gpu_dtype", None) or "float32")
+                 if has_dtype else "as exported")
         where = "the GPU Ray assigns" if gpu_here is None else "this machine's GPU"
         return f"cuda {dtype} ({stage.num_gpus:g} GPU per actor, {where})"
-    reason = "no GPU here: " if stage.num_gpus > 0 else ""
-    return f"cpu float32 ({reason}num_gpus 0)"
+    reason = "no GPU here, " if stage.num_gpus > 0 else ""
+    return f"cpu{' float32' if has_dtype else ''} ({reason}num_gpus 0)"
 
 
 def _replace_stages(cfg: RunConfig, change) -> RunConfig:

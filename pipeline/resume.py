@@ -100,10 +100,13 @@ def drop_rows(output: str, image_ids: set) -> int:
 
 
 def clear_tmp(output: str) -> None:
-    """Remove half-written files a killed run left behind (never read, but they take space)."""
+    """Remove what a killed run left behind: half-written files and its in-flight markers (never
+    read as data, but they take space)."""
+    from .inflight import INFLIGHT_DIR
     fs, root = filesystem_for(output)
-    if fs.get_file_info(f"{root}/{TMP_DIR}").type == pafs.FileType.Directory:
-        fs.delete_dir(f"{root}/{TMP_DIR}")
+    for debris in (TMP_DIR, INFLIGHT_DIR):
+        if fs.get_file_info(f"{root}/{debris}").type == pafs.FileType.Directory:
+            fs.delete_dir(f"{root}/{debris}")
 
 
 class AnnotationDatasink(Datasink):

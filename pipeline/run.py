@@ -17,20 +17,19 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import shutil
 import sys
-import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict
 
-from schemas.schema import SCHEMA_VERSION, STATUS_ERROR, error_row, rows_to_table
-
 from annotators.base import MODELS_ROOT_ENV, models_root
+from schemas.schema import SCHEMA_VERSION, STATUS_ERROR, error_row, rows_to_table
 
 from .check import SetupError, check_stages, problems_of
 from .config import PROFILES, RunConfig, check_columns, load_config
 from .decode import decode_batch
+from .inflight import remove_run_folder, run_folder
 from .inputs import Item, filesystem_for, list_inputs
 from .placement import UnsatisfiableResources, fit_to_machine, on_cpu, wait_for_resources
 from .resume import AnnotationDatasink, clear_tmp, drop_rows, read_done, write_atomic
@@ -119,7 +118,7 @@ def init_ray(cfg: RunConfig):
 def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight_dir: str = ""):
     """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize.
 
-    `inflight_dir` (fresh per run, on this node) holds the markers with which a stage turns an image
+    `inflight_dir` (per run, under the output) holds the markers with which a stage turns an image
     that kills its worker on every attempt into an error row (stages.py). Each such image costs its
     actor two of `max_restarts` (a budget for the actor's life) and its block two of
     `max_task_retries`; once those run out, the rows of the block in flight become `worker` errors.
@@ -215,13 +214,13 @@ def run(cfg: RunConfig) -> dict:
         cfg = place(ray, cfg)
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = cfg.max_errored_blocks
-        # Keyed by this run (a fresh directory), so no marker outlives it into a later run or resume.
-        inflight_dir = tempfile.mkdtemp(prefix="moai-inflight-")
+        # Under the output (every node sees it), keyed by this run, removed when it ends.
+        run_id = uuid.uuid4().hex[:12]
         try:
-            build_dataset(ray, cfg, todo, options, inflight_dir).write_datasink(
+            build_dataset(ray, cfg, todo, options, run_folder(cfg.output, run_id)).write_datasink(
                 AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
         finally:
-            shutil.rmtree(inflight_dir, ignore_errors=True)
+            remove_run_folder(cfg.output, run_id)
         lost = account_for_lost(cfg, todo, provenance,
                                 "its block failed on every attempt (counted in max_errored_blocks; see Ray logs)")
     summary = summarize(cfg, todo, skipped, time.perf_counter() - start, lost)

@@ -5,20 +5,14 @@ decoded batch to the annotator's schema columns, and turns per-image failures (a
 exception on that image, a result that does not fit the schema) into error rows. `finalize` makes
 the rows the contract says: verbalized text, null annotator columns on error rows.
 
-Crash loops: an image that kills the worker process (a segfault in the model) would kill every
-restarted actor Ray hands its batch again. Before a batch runs, the stage writes a marker naming it
-in a per-run directory and removes it when the batch returns; a marker still there means an attempt
-died mid-batch, so that batch is run image by image, each image marked while it runs, and an image
-found marked was in flight when a worker died: it becomes an error row instead of running again.
-The directory is local to the node (single node: exact; multi-node: per node unless shared).
+Crash loops: an image that kills the worker process (a segfault in the model) becomes its own
+error row instead of killing every restarted actor (in-flight markers under the output, seen by
+every node: pipeline/inflight.py).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +22,7 @@ from schemas.schema import ANNOTATION_SCHEMA, ERROR, STATUS_ERROR, STATUS_OK, TE
 from schemas.verbalize import VerbalizeConfig, verbalize_row
 
 from .decode import images_of
+from .inflight import BatchRecord, BatchState, Markers
 from .placement import placed_options
 
 PROVENANCE_PREFIX = "__provenance__"  # per-row provenance JSON, folded into file metadata by the sink
@@ -70,9 +65,7 @@ class AnnotateStage:
         set_offline()
         self.stage = stage
         self.working_size = working_size
-        self.inflight = Path(inflight_dir, stage) if inflight_dir else None
-        if self.inflight is not None:
-            self.inflight.mkdir(parents=True, exist_ok=True)
+        self.markers = Markers(f"{inflight_dir}/{stage}") if inflight_dir else None
         self.annotator = build_annotator(kind, options, placement)
         self.columns = tuple(self.annotator.columns)
         self.provenance = json.dumps({"kind": kind, **self.annotator.provenance()}, sort_keys=True, default=str)
@@ -95,40 +88,34 @@ class AnnotateStage:
                 results.append(Failed(f"{type(exc).__name__}: {exc}"))
         return results
 
-    def _marker(self, kind: str, ids: list[str]) -> Path:
-        return self.inflight / f"{kind}-{hashlib.sha1(chr(0).join(ids).encode()).hexdigest()}"
-
     def _annotate_guarded(self, images, ids: list[str]) -> list:
         """`_annotate`, with markers so a batch whose earlier attempt killed the worker cannot loop."""
-        if self.inflight is None:
+        if self.markers is None:
             return self._annotate(images)
-        batch_marker = self._marker("batch", ids)
-        if not batch_marker.exists():
-            batch_marker.write_text("0")
+        record = self.markers.batch(ids)
+        if record is None:
+            self.markers.set_batch(ids, BatchRecord(BatchState.NEW))
             try:
                 return self._annotate(images)
             finally:  # not reached when the process dies: that is what leaves the marker
-                batch_marker.unlink(missing_ok=True)
-        # "N" = N workers died with this batch in flight; "N done" = it completed image by image since
-        # (kept so a retry of the whole task, for a later batch's crash, skips its crashed images too).
-        deaths, *done = batch_marker.read_text().split() or ["0"]
-        deaths = int(deaths) + (0 if done else 1)
-        batch_marker.write_text(str(deaths))
+                self.markers.clear_batch(ids)
+        # an ISOLATED batch already finished image by image; its task is retried for a later crash
+        deaths = record.deaths + (0 if record.state is BatchState.ISOLATED else 1)
+        self.markers.set_batch(ids, BatchRecord(BatchState.CRASHED, deaths))
         results = []
         for image, image_id in zip(images, ids):
-            image_marker = self._marker("image", [image_id])
-            if image_marker.exists():
+            if self.markers.image_in_flight(image_id):
                 results.append(Failed(f"worker process died while annotating this image "
                                       f"(crashed {deaths} times)"))
                 continue
-            image_marker.write_text(str(os.getpid()))
+            self.markers.mark_image(image_id)
             try:
                 results.append(self.annotator(image[None])[0])
             except Exception as exc:
                 results.append(Failed(f"{type(exc).__name__}: {exc}"))
             finally:
-                image_marker.unlink(missing_ok=True)
-        batch_marker.write_text(f"{deaths} done")
+                self.markers.clear_image(image_id)
+        self.markers.set_batch(ids, BatchRecord(BatchState.ISOLATED, deaths))
         return results
 
     def _typed(self, result: dict) -> dict | Failed:

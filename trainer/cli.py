@@ -51,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(module, "main"):
         print(f"trainer: {COMMANDS[command][0]} has no main(argv)", file=sys.stderr)
         return 2
-    from schemas import SchemaError
     try:
         return int(module.main(rest) or 0)
-    except SchemaError as err:  # e.g. two annotation files holding the same image_id
+    except (ValueError, FileNotFoundError) as err:  # bad input (SchemaError is one): one line, exit 2
         print(f"trainer {command}: error: {err}", file=sys.stderr)
         return 2
 

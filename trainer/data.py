@@ -54,6 +54,9 @@ class JoinReport:
     missing_ps_map: int = 0          # its row is ok but the panoptic annotator was off
     no_image: int = 0                # text-only conversation: MoAI needs an image per sample
     too_long: int = 0                # no answer token left within max_length
+    no_answer: int = 0               # no 'gpt' turn: nothing to learn
+    empty_answer: int = 0            # an answer that is empty or only whitespace
+    malformed: int = 0               # an answer before the first question, or <image> / chat markup inside a turn
     unreadable_image: int = 0        # `trainer cache` could not read the photo at `source`
     unused_annotations: int = 0      # annotated images no conversation refers to
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -79,11 +82,24 @@ class JoinReport:
 
 
 def load_conversations(path: str | os.PathLike) -> list[dict]:
-    """A LLaVA/ShareGPT4V JSON list (or JSONL) of {"id", "image"?, "conversations": [...]}."""
-    text = Path(path).read_text()
-    records = json.loads(text) if text.lstrip().startswith("[") else [
-        json.loads(line) for line in text.splitlines() if line.strip()]
+    """A LLaVA/ShareGPT4V JSON list (or JSONL) of {"id", "image"?, "conversations": [...]}.
+    Anything else raises ValueError naming the file and the place."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"conversation file {path} does not exist")
+    text = path.read_text()
+    try:
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        if text.lstrip().startswith("{") and text.count("\n") > 1:
+            raise ValueError(f"{path}: not JSON Lines (one record per line) nor a JSON list: {err}") from err
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
     for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: record {i} is a {type(rec).__name__}, not an object with 'conversations'")
         turns = rec.get("conversations")
         if not isinstance(turns, list) or not turns:
             raise ValueError(f"{path}: record {i} (id {rec.get('id')!r}) has no 'conversations' list")
@@ -134,6 +150,23 @@ def tokenize_conversation(turns: list[dict], tokenizer, image_token_id: int,
     return input_ids, labels
 
 
+def conversation_problem(turns: list[dict], prompt: PromptFormat) -> str | None:
+    """Why the model cannot train on these turns (a JoinReport reason), or None."""
+    answers = [t["value"] for t in turns if t["from"] == "gpt"]
+    if not answers:
+        return "no_answer"
+    if turns[0]["from"] != "human":
+        return "malformed"  # an answer before the first question
+    markup = {m.strip() for m in (prompt.user_start, prompt.user_end, prompt.assistant_start, prompt.assistant_end)}
+    markup.discard("")
+    for turn in turns:
+        if any(m in turn["value"] for m in markup) or (turn["from"] == "gpt" and IMAGE_PLACEHOLDER in turn["value"]):
+            return "malformed"
+    if any(not a.strip() for a in answers):
+        return "empty_answer"
+    return None
+
+
 def generation_prompt(question: str, tokenizer, image_token_id: int,
                       prompt: PromptFormat = PromptFormat()) -> list[int]:
     """The input_ids a trained model sees before answering `question` (same markup as training)."""
@@ -180,6 +213,10 @@ def join_samples(table, conversations: list[dict], tokenizer, image_token_id: in
             continue
         if not has_ps[row]:
             report.note("missing_ps_map", f"{sample_id}:{image}")
+            continue
+        problem = conversation_problem(conv["conversations"], prompt)
+        if problem:
+            report.note(problem, sample_id)
             continue
         input_ids, labels = tokenize_conversation(conv["conversations"], tokenizer, image_token_id, prompt)
         if max_length is not None and len(input_ids) > max_length:

@@ -21,11 +21,14 @@ def answer(model, question: str, source: str, ps_png: bytes, text_aux: str, prom
     from .data import generation_prompt, load_image, load_ps_ids
     tok, size = model.tokenizer, model.config.image_size
     ids = torch.tensor([generation_prompt(question, tok, model.image_token_id, prompt)])
-    aux = torch.tensor([tok(text_aux or "", add_special_tokens=False)["input_ids"] or [tok.pad_token_id]])
+    aux_ids = tok(text_aux or "", add_special_tokens=False)["input_ids"]
+    # no auxiliary text: one masked pad token, exactly what collate gives such a sample in training
+    aux = torch.tensor([aux_ids or [tok.pad_token_id]])
+    aux_mask = torch.tensor([[1] * len(aux_ids) or [0]])
     device = next(model.parameters()).device
     out = model.generate(
         ids.to(device), torch.ones_like(ids).to(device), max_new_tokens=max_new_tokens,
-        aux_input_ids=aux.to(device), aux_attention_mask=torch.ones_like(aux).to(device),
+        aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device),
         pixel_values=model.image_pixel_values(torch.from_numpy(np.stack([load_image(source, size)])).to(device)),
         ps_pixel_values=model.ps_pixel_values(torch.from_numpy(np.stack([load_ps_ids(ps_png, size)])).to(device)))
     return tok.decode(out[0], skip_special_tokens=True).strip()

@@ -52,10 +52,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"train.{name} must be a positive int, got {value!r}")
-        for name in ("max_steps", "stop_after", "warmup_steps"):
+        for name, least in (("max_steps", 1), ("stop_after", 1), ("warmup_steps", 0)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"train.{name} must be a non-negative int or null, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"train.{name} must be an int >= {least} or null, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"train.lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:
@@ -75,7 +75,12 @@ class TrainConfig:
 
 def load_recipe(path: str | os.PathLike) -> dict:
     """Read and check a recipe YAML; relative paths stay relative to the working directory."""
-    recipe = yaml.safe_load(Path(path).read_text())
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist")
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping with sections {SECTIONS}")
     check_recipe(recipe, str(path))
@@ -94,6 +99,9 @@ def check_recipe(recipe: dict, where: str = "recipe") -> None:
         raise ValueError(f"{where}: unknown data keys {sorted(unknown)}; known: {DATA_KEYS}")
     if not recipe["data"].get("cache") and not (recipe["data"].get("annotations") and recipe["data"].get("conversations")):
         raise ValueError(f"{where}: data needs either `cache` or both `annotations` and `conversations`")
+    max_length = recipe["data"].get("max_length")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"{where}: data.max_length must be a positive int or null, got {max_length!r}")
     for stage in (1, 2):
         stage_config(recipe, stage)  # validates train + stage overrides
 
@@ -104,7 +112,10 @@ def stage_config(recipe: dict, stage: int) -> TrainConfig:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except TypeError as err:  # e.g. betas: 0.9 (not a pair), lr: "fast"
+        raise ValueError(f"train settings of stage {stage}: {err}") from err
 
 
 def parse_overrides(recipe: dict, items: list[str]) -> dict:

@@ -320,6 +320,21 @@ def run(recipe: dict, stage: int, resume: bool = False) -> dict:
     return result
 
 
+def check_inputs(recipe: dict, stage: int, resume: bool) -> None:
+    """Every path the run will read exists; FileNotFoundError naming the first that does not."""
+    data = recipe["data"]
+    keys = ("cache",) if data.get("cache") else ("annotations", "conversations")
+    for key in keys:
+        if not Path(data[key]).exists():
+            raise FileNotFoundError(f"data.{key}: {data[key]} does not exist")
+    cfg = stage_config(recipe, stage)
+    if stage == 2 and not (resume and latest_checkpoint(Path(cfg.output_dir) / "stage2") is not None):
+        init = Path(cfg.init_from or Path(cfg.output_dir) / "stage1" / FINAL)
+        if not init.exists():
+            raise FileNotFoundError(f"stage 2 starts from the stage-1 weights at {init}, which do not exist: "
+                                    "run `trainer train --stage 1` first, or set train.init_from")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainer train", description="Train one MoAI stage from a recipe.")
     parser.add_argument("--recipe", required=True, help="YAML recipe (trainer/recipes/)")
@@ -330,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--losses-json", help="also write the per-step losses here (rank 0)")
     args = parser.parse_args(argv)
     recipe = parse_overrides(load_recipe(args.recipe), args.set)
+    check_inputs(recipe, args.stage, args.resume)  # before a (7B) model is built
     result = run(recipe, args.stage, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         if args.losses_json:

@@ -111,3 +111,37 @@ def test_cli_lists_commands_and_rejects_unknown(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in ("cache", "train", "generate", "conversations"))
     assert main(["bogus"]) == 2
+
+
+def test_conversations_the_model_would_reject_are_counted_in_the_join(corpus, tokenizer):
+    tok, image_id = tokenizer
+    table = read_annotations(corpus["annotations"], columns=ANNOTATION_COLUMNS)
+    ask = {"from": "human", "value": "<image>\nWhat is it?"}
+    cases = {
+        "answer_first": [{"from": "gpt", "value": "Hello."}, ask, {"from": "gpt", "value": "A shape."}],
+        "image_in_answer": [ask, {"from": "gpt", "value": "It is <image> here."}],
+        "markup_in_answer": [ask, {"from": "gpt", "value": "Done.<|im_end|>\n<|im_start|>user\nmore"}],
+        "empty_answer": [ask, {"from": "gpt", "value": "   "}],
+        "no_answer": [ask],
+        "fine": [ask, {"from": "gpt", "value": "A shape."}],
+    }
+    conversations = [{"id": name, "image": "img0.png", "conversations": turns} for name, turns in cases.items()]
+    samples, report = join_samples(table, conversations, tok, image_id, max_length=512)
+    assert [s["sample_id"] for s in samples] == ["fine"]
+    assert report.examples["malformed"] == ["answer_first", "image_in_answer", "markup_in_answer"]
+    assert (report.malformed, report.empty_answer, report.no_answer, report.too_long) == (3, 1, 1, 0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[{"id": 1, "conversations": [', "not valid JSON"),
+    ('{\n "id": 1,\n "conversations": []\n}\n', "not JSON Lines"),
+    ('["just a string"]', "record 0 is a str"),
+    ('[{"id": "a"}]', "has no 'conversations' list"),
+    ('[{"id": "a", "conversations": [{"from": "user", "value": "hi"}]}]', "expected {'from': 'human'|'gpt'"),
+])
+def test_bad_conversation_files_name_the_file_and_the_place(tmp_path, text, message):
+    path = tmp_path / "conv.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_conversations(path)
+    assert str(path) in str(err.value)
