@@ -38,7 +38,7 @@ def cluster():
 def command(address: str, images, out, *extra) -> list[str]:
     sets = toy_stage(sleep_s=0.4) + [
         "working_size=64", "decode_batch_size=2", "decode_num_cpus=0.25", "rows_per_file=4",
-        "annotators.owod.batch_size=2", "annotators.owod.num_cpus=0.25", "annotators.owod.min_actors=2",
+        "annotators.owod.batch_size=2", "annotators.owod.num_cpus=0.6", "annotators.owod.min_actors=2",
         "annotators.owod.max_actors=2", "annotators.owod.max_restarts=4", "annotators.owod.max_task_retries=4",
         "resource_wait_s=20", *extra]
     return [sys.executable, "-m", "pipeline", "run", "--config", "tiny", "--address", address,
@@ -61,6 +61,7 @@ def test_a_worker_node_killed_mid_run_loses_and_doubles_nothing(cluster, tmp_pat
         assert time.monotonic() < deadline, "no file written in time"
         time.sleep(0.2)
     assert run.poll() is None, "the run ended before the node could be killed"
+    # 0.6 CPU per toy actor on 1-CPU nodes: one actor per node, so the lost node takes one with it
     cluster.remove_node(workers[1], allow_graceful=False)  # the raylet and its workers die at once
     try:
         first_log, _ = run.communicate(timeout=300)
@@ -68,7 +69,6 @@ def test_a_worker_node_killed_mid_run_loses_and_doubles_nothing(cluster, tmp_pat
         run.kill()
         first_log, _ = run.communicate()
     runs = [run.returncode]
-    table_ids = None
     if run.returncode != 0 or len(read_annotations(out)) < IMAGES:
         again = subprocess.run(command(cluster.address, images, out), cwd=REPO, capture_output=True, text=True,
                                timeout=300)
