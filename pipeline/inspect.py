@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from schemas import SchemaError, VerbalizeConfig, parquet_files, read_annotations, read_provenance
+from schemas.io import unreadable_file
 from schemas.schema import PROVENANCE_KEY, STATUS_ERROR, STATUS_OK
 
 ERROR_PREFIX_CHARS = 60
@@ -155,17 +156,21 @@ def summarize(path: str | Path) -> dict:
     cfg = verbalize_config(prov["provenance"])
     lf = pl.scan_parquet([str(f) for f in files])
     errors = lf.filter(pl.col("status") == STATUS_ERROR)
-    status = counts(lf.select("status"), "status")
-    return {
-        "path": str(path),
-        "rows": sum(status.values()),
-        "status": {STATUS_OK: status.get(STATUS_OK, 0), STATUS_ERROR: status.get(STATUS_ERROR, 0)},
-        "error_kinds": counts(errors.select(error_kind()), "kind"),
-        "labels": label_histograms(lf, cfg),
-        "coverage": coverage(lf),
-        "aux_chars": aux_lengths(lf),
-        **prov,
-    }
+    try:
+        status = counts(lf.select("status"), "status")
+        return {
+            "path": str(path),
+            "rows": sum(status.values()),
+            "status": {STATUS_OK: status.get(STATUS_OK, 0), STATUS_ERROR: status.get(STATUS_ERROR, 0)},
+            "error_kinds": counts(errors.select(error_kind()), "kind"),
+            "labels": label_histograms(lf, cfg),
+            "coverage": coverage(lf),
+            "aux_chars": aux_lengths(lf),
+            **prov,
+        }
+    except (pl.exceptions.ComputeError, OSError) as exc:  # footers read, some data page does not
+        raise SchemaError(f"{unreadable_file(files, None) or path}: data unreadable "
+                          f"({type(exc).__name__}: {exc})") from exc
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from schemas import SchemaError, annotation_schema, read_provenance
+from schemas.io import unreadable_file
 
 from .inspect import check_output, one_line, verbalize_config
 from .render import RenderConfig, Renderer, load_photo
@@ -62,7 +64,11 @@ def choose_ids(files: list[Path], ids: list[str] | None, sample: int | None, see
 def read_rows(files: list[Path], ids: list[str]) -> list[dict]:
     """Full rows for `ids` only (filter pushed into the Parquet scan), in the order of `ids`."""
     dataset = ds.dataset([str(f) for f in files], format="parquet", schema=annotation_schema())
-    rows = dataset.to_table(filter=pc.field("image_id").isin(ids)).to_pylist()
+    try:
+        rows = dataset.to_table(filter=pc.field("image_id").isin(ids)).to_pylist()
+    except (OSError, pa.ArrowException) as exc:  # footers read, some data page does not
+        raise SchemaError(f"{unreadable_file(files, None) or files[0].parent}: data unreadable "
+                          f"({type(exc).__name__}: {exc})") from exc
     by_id = {row["image_id"]: row for row in rows}
     return [by_id[i] for i in ids]
 
@@ -125,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = check_output(args.output)
         ids = choose_ids(files, args.ids, args.sample, args.seed)
+        rows = read_rows(files, ids)
     except (SchemaError, LookupError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     config = RenderConfig(max_side=args.max_side, verbalize=verbalize_config(read_provenance(files[0])))
-    page = write_gallery(read_rows(files, ids), Path(args.out), Renderer(config),
+    page = write_gallery(rows, Path(args.out), Renderer(config),
                          title=f"{args.output}: {len(ids)} image(s)", source_root=args.source_root)
     print(f"wrote {len(ids)} picture(s) to {Path(args.out) / 'images'} and the gallery {page}")
     return 0

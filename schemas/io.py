@@ -98,6 +98,16 @@ def read_provenance(path: str | os.PathLike) -> dict:
 ROW_RULE_COLUMNS = ("image_id", "status", "error")  # what `row_problems` reads
 
 
+def unreadable_file(files: list[Path], columns: list[str] | None) -> Path | None:
+    """The first of `files` whose data (not just footer) cannot be read."""
+    for f in files:
+        try:
+            pq.read_table(f, columns=columns)
+        except (OSError, pa.ArrowException):
+            return f
+    return None
+
+
 def read_annotations(path: str | os.PathLike, columns: list[str] | None = None,
                      validate_rows: bool = True) -> pa.Table:
     """Read an annotation file or output directory, checking it against the contract.
@@ -118,7 +128,11 @@ def read_annotations(path: str | os.PathLike, columns: list[str] | None = None,
                               + "\n  - ".join(problems))
     dataset = ds.dataset([str(f) for f in files], format="parquet", schema=annotation_schema())
     wanted = columns if columns is None or not validate_rows else list(dict.fromkeys([*columns, *ROW_RULE_COLUMNS]))
-    table = dataset.to_table(columns=wanted)
+    try:
+        table = dataset.to_table(columns=wanted)
+    except (OSError, pa.ArrowException) as exc:  # a footer that reads, data pages that do not
+        raise SchemaError(f"{unreadable_file(files, wanted) or path}: data unreadable "
+                          f"({type(exc).__name__}: {exc})") from exc
     if validate_rows:
         problems = row_problems(table)
         if problems:
