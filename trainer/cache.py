@@ -103,11 +103,12 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
         batch_rows, images, ps_ids = [], [], []
         for row in rows[start:start + batch_size]:
             try:
-                images.append(load_image(sources[row], size))
+                image, ps = load_image(sources[row], size), load_ps_ids(ps_maps[row].as_py(), size)
             except Exception as exc:  # a vanished or corrupt file: report, never crash the cache
                 unreadable[row] = f"{sources[row]}: {type(exc).__name__}: {exc}"
                 continue
-            ps_ids.append(load_ps_ids(ps_maps[row].as_py(), size))
+            images.append(image)
+            ps_ids.append(ps)
             batch_rows.append(row)
         if not batch_rows:
             continue

@@ -247,6 +247,28 @@ def load_ps_ids(png: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
         return np.asarray(im)
 
 
+def drop_unreadable(samples: list[dict], table, report: JoinReport, size: int = IMAGE_SIZE) -> list[dict]:
+    """The samples whose photo and ps_map both decode; the rest are counted as `unreadable_image`
+    (a source deleted after annotation, a 0-byte or corrupt file), as `trainer cache` counts them.
+    Online training checks each image once here, so a bad file never stops a run mid-way."""
+    sources, ps_maps = table.column("source"), table.column("ps_map")
+    bad: dict[int, str] = {}
+    for row in sorted({s["row"] for s in samples}):
+        try:
+            load_image(sources[row].as_py(), size)
+            load_ps_ids(ps_maps[row].as_py(), size)
+        except Exception as exc:  # noqa: BLE001 - counted and shown, never a crash
+            bad[row] = f"{sources[row].as_py()}: {type(exc).__name__}: {exc}"
+    kept = []
+    for s in samples:
+        if s["row"] in bad:
+            report.note("unreadable_image", f"{s['sample_id']}: {bad[s['row']]}")
+        else:
+            kept.append(s)
+    report.samples = len(kept)
+    return kept
+
+
 class OnlineDataset(torch.utils.data.Dataset):
     """Samples with the raw photo and segment-id map; the model runs the frozen CLIP each step."""
 

@@ -134,11 +134,13 @@ class MoAIRecipe:
         else:
             from schemas import read_annotations
 
-            from .data import ANNOTATION_COLUMNS, OnlineDataset, PromptFormat, join_samples, load_conversations
+            from .data import (ANNOTATION_COLUMNS, OnlineDataset, PromptFormat, drop_unreadable, join_samples,
+                               load_conversations)
             table = read_annotations(data["annotations"], columns=ANNOTATION_COLUMNS)
             samples, report = join_samples(table, load_conversations(data["conversations"]), self.module.tokenizer,
                                            self.module.image_token_id, PromptFormat.from_dict(data.get("prompt")),
                                            data.get("max_length"))
+            samples = drop_unreadable(samples, table, report, self.module.config.image_size)
             self.log(report.summary())
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)

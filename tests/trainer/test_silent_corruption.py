@@ -132,3 +132,25 @@ def test_reverbalize_checks_ids_across_files_and_never_leaves_half_an_output(cor
     with pytest.raises(SchemaError, match="column 'ocr' is missing"):
         reverbalize_files(folder, tmp_path / "out2")  # the later file fails: nothing of the earlier one stays
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").rglob("*.parquet"))
+
+
+def test_online_training_counts_unreadable_images_instead_of_crashing(corpus, tmp_path):
+    from trainer.train import run
+    root, paths, recipe, _ = corpus
+    images = tmp_path / "corpus"
+    shutil.copytree(paths["annotations"].parent, images)
+    table = pq.read_table(next((images / "annotations").glob("*.parquet")))
+    sources = [s.replace(str(paths["annotations"].parent), str(images)) for s in table.column("source").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("source"), "source", [sources]),
+                   next((images / "annotations").glob("*.parquet")))
+    (images / "images" / "img0.png").unlink()                   # deleted after annotation
+    (images / "images" / "img1.png").write_bytes(b"")           # 0 bytes
+    (images / "images" / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # corrupt
+    recipe = {**recipe, "data": {**recipe["data"], "annotations": str(images / "annotations"),
+                                 "conversations": str(images / "conversations.json")},
+              "train": {**recipe["train"], "output_dir": str(tmp_path / "run"), "max_steps": 1}}
+    result = run(recipe, 1)
+    report = json.loads((tmp_path / "run" / "stage1" / "join_report.json").read_text())
+    assert report["unreadable_image"] == 3 and report["samples"] == 3
+    assert sorted(e.split(":")[0] for e in report["examples"]["unreadable_image"]) == ["c0", "c1", "c2"]
+    assert result["step"] == 1
