@@ -1,5 +1,6 @@
 """Session-wide test settings: offline everywhere, Ray on loopback, the shared reference data."""
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]
+# The models root: never the checkout's ./models (OCR folders are prepared there on first use).
+os.environ.setdefault("MOAI_MODELS", tempfile.mkdtemp(prefix="moai-models-"))
 
 
 def pytest_collection_modifyitems(config, items):
