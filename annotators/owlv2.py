@@ -3,10 +3,17 @@
 Queries are the vocabulary's bare names (no prompt template); `post_process_object_detection
 (threshold=0.1)` at the working size; no extra NMS; boxes not clipped. The published code
 re-encodes every text query for every image: here the query embeddings are computed once per
-annotator instance and every batch only runs the image tower and the detection heads.
+annotator instance and every batch only runs the image tower and the detection heads. They are
+also kept on disk (`query_cache`, keyed by the weights' and the vocabulary's hashes, the dtype and
+the device type), so a restarted or added actor starts without the ~30 s (one CPU thread) that
+encoding MoAI's 1,847 queries takes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +40,7 @@ class OWLv2Config:
     batch_size: int = 8                   # images per forward
     threshold: float = 0.1                # stored; the verbalizer keeps >= 0.5 (MoAI)
     text_batch_size: int = 512            # queries per text-tower forward (once, at start)
+    query_cache: str | None = ""          # folder for encoded queries; "" = $MOAI_CACHE or ~/.cache/moai-pipeline; None = off
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -69,8 +77,37 @@ class OWLv2Annotator:
         self.processor = hf_load(Owlv2Processor, config.model, trust_remote_code=config.trust_remote_code)
         self.model = hf_load(Owlv2ForObjectDetection, config.model, trust_remote_code=config.trust_remote_code,
                              dtype=torch_dtype(config.dtype, self.device)).to(self.device).eval()
-        self.query_embeds = self.encode_queries(self.vocabulary.names)  # (Q, D), once per instance
+        self._weights = weight_hashes(pretrained_folder(config.model))
+        self.query_embeds = self.cached_queries()  # (Q, D), once per instance (or from disk)
         self._provenance = None
+
+    def _query_cache_file(self) -> Path | None:
+        if self.config.query_cache is None or not self._weights:
+            return None
+        root = Path(self.config.query_cache or os.environ.get("MOAI_CACHE") or
+                    Path.home() / ".cache" / "moai-pipeline") / "owlv2-queries"
+        key = json.dumps({"weights": self._weights, "vocabulary": self.vocabulary.sha256, "dtype": self.config.dtype,
+                          "device": self.device.split(":")[0],
+                          "max_length": self.processor.tokenizer.model_max_length}, sort_keys=True)
+        return root / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+
+    def cached_queries(self):
+        """The query embeddings from the disk cache, or encoded now and stored there (atomically)."""
+        from safetensors.torch import load_file, save_file
+        path = self._query_cache_file()
+        if path is not None and path.is_file():
+            return load_file(str(path), device=self.device)["query_embeds"]
+        embeds = self.encode_queries(self.vocabulary.names)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+                os.close(handle)
+                save_file({"query_embeds": embeds.contiguous().cpu()}, tmp)
+                os.replace(tmp, path)
+            except OSError:  # a read-only cache: encode again next time
+                pass
+        return embeds
 
     def encode_queries(self, names: tuple[str, ...]):
         """Bare names -> (Q, D) text-query embeddings, as Owlv2ForObjectDetection computes them."""
@@ -128,7 +165,7 @@ class OWLv2Annotator:
             cfg = self.config
             self._provenance = {
                 "annotator": self.name, "backend": "transformers.Owlv2ForObjectDetection",
-                "model": cfg.model, "weights_sha256": weight_hashes(pretrained_folder(cfg.model)),
+                "model": cfg.model, "weights_sha256": self._weights,
                 "thresholds": {"threshold": cfg.threshold}, "vocabulary": self.vocabulary.provenance(),
                 "device": self.device, "dtype": cfg.dtype,
             }

@@ -15,6 +15,7 @@ for key, value in {
 REPO = Path(__file__).resolve().parents[1]
 # The models root: never the checkout's ./models (OCR folders are prepared there on first use).
 os.environ.setdefault("MOAI_MODELS", tempfile.mkdtemp(prefix="moai-models-"))
+os.environ.setdefault("MOAI_CACHE", tempfile.mkdtemp(prefix="moai-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -61,11 +61,30 @@ def test_text_queries_are_encoded_once_per_instance(tiny, images, monkeypatch):
         calls.append(1)
         return forward(self, *args, **kwargs)
     monkeypatch.setattr(modeling_owlv2.Owlv2TextTransformer, "forward", counting)
-    annotator = OWLv2Annotator(OWLv2Annotator.Config(**tiny, text_batch_size=32))
+    annotator = OWLv2Annotator(OWLv2Annotator.Config(**tiny, text_batch_size=32, query_cache=None))
     assert len(calls) == 3  # 80 names in chunks of 32, at construction
     for _ in range(3):
         annotator(images)
     assert len(calls) == 3  # no batch re-encodes the queries
+
+
+def test_encoded_queries_are_kept_on_disk_for_the_next_actor(tiny, images, monkeypatch, tmp_path):
+    from transformers.models.owlv2 import modeling_owlv2
+    calls = []
+    forward = modeling_owlv2.Owlv2TextTransformer.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(modeling_owlv2.Owlv2TextTransformer, "forward", counting)
+    first = OWLv2Annotator(OWLv2Annotator.Config(**tiny, query_cache=str(tmp_path)))
+    assert len(calls) == 1 and len(list((tmp_path / "owlv2-queries").glob("*.safetensors"))) == 1
+    second = OWLv2Annotator(OWLv2Annotator.Config(**tiny, query_cache=str(tmp_path)))
+    assert len(calls) == 1  # loaded, not encoded
+    assert torch.equal(first.query_embeds, second.query_embeds)
+    assert [r["detections"] for r in first(images)] == [r["detections"] for r in second(images)]
+    other = OWLv2Annotator(OWLv2Annotator.Config(**{**tiny, "vocabulary": ("ultralytics:voc",)}, query_cache=str(tmp_path)))
+    assert len(calls) == 2 and other.query_embeds.shape[0] == 20  # another vocabulary: another key
 
 
 def test_batch_equals_single_images(annotator, images):
