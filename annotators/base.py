@@ -87,6 +87,12 @@ def models_root() -> Path:
     return Path(os.environ.get(MODELS_ROOT_ENV) or "models").expanduser().absolute()
 
 
+def cache_root() -> Path:
+    """Where the project keeps what it derives and can derive again (encoded OWLv2 queries, PP-OCR
+    folders when the models root is read-only): `$MOAI_CACHE`, else `~/.cache/moai-pipeline`."""
+    return Path(os.environ.get("MOAI_CACHE") or Path.home() / ".cache" / "moai-pipeline").expanduser()
+
+
 @dataclass(frozen=True)
 class Requirement:
     """A file or folder an annotator needs before it can load, for `pipeline check`."""

@@ -21,8 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import (Failed, MissingWeightsError, Requirement, Result, check_device, check_images, models_root,
-                   resolve_device, set_offline, sha256_file)
+from .base import (Failed, MissingWeightsError, Requirement, Result, cache_root, check_device, check_images,
+                   models_root, resolve_device, set_offline, sha256_file)
 from .fonts import find_font
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
@@ -65,7 +65,7 @@ class PaddleOCRAnnotator:
     @staticmethod
     def requirements(config: "PaddleOCRAnnotator.Config") -> list[Requirement]:
         from .ppocr_models import WHEEL_MODELS, wheel_file
-        found = []
+        requirements = []
         for key, role, folder, name in (
                 ("det_model_dir", "detection", config.det_model_dir, config.det_model_name),
                 ("rec_model_dir", "recognition", config.rec_model_dir, config.rec_model_name),
@@ -74,19 +74,20 @@ class PaddleOCRAnnotator:
             if key.startswith("textline") and folder is None:
                 continue
             path = Path(folder) if folder is not None else _default_folder(name)
+            what = f"PP-OCR {role} model {name or ''}".strip()
             usable = path.is_dir() and not _missing_files(path, config.engine)
             if usable or folder is not None or name not in WHEEL_MODELS:
-                found.append(Requirement(key, f"PP-OCR {role} model {name or ''}".strip(), str(path), usable,
-                                         "" if usable else f"give {key} a PaddleOCR model folder, or prepare the "
-                                         "wheel's: python -m annotators.ppocr_models OUT_DIR"))
+                requirements.append(Requirement(key, what, str(path), usable,
+                                                "" if usable else f"give {key} a PaddleOCR model folder, or prepare "
+                                                "the wheel's: python -m annotators.ppocr_models OUT_DIR"))
                 continue
             try:  # absent, but it ships in a wheel: the annotator prepares it there on first use
                 source = wheel_file(WHEEL_MODELS[name])
-                found.append(Requirement(key, f"PP-OCR {role} model {name}", str(path), True, prepared=True,
-                                         fix=f"prepared on first use from {source}"))
+                requirements.append(Requirement(key, what, str(path), True, f"prepared on first use from {source}",
+                                                prepared=True))
             except MissingWeightsError as err:
-                found.append(Requirement(key, f"PP-OCR {role} model {name}", str(path), False, str(err)))
-        return found
+                requirements.append(Requirement(key, what, str(path), False, str(err)))
+        return requirements
 
     @dataclass(frozen=True)
     class Config:
@@ -185,7 +186,7 @@ class PaddleOCRAnnotator:
             try:
                 return prepare_model(name, ours.parent)
             except PermissionError:  # a read-only models root: prepare it in the user's cache
-                return prepare_model(name, Path.home() / ".cache" / "moai-pipeline" / "ppocr")
+                return prepare_model(name, cache_root() / "ppocr")
         raise MissingWeightsError(
             f"OCR {role} model {name!r}: no folder given, none at {ours} nor in the PaddleX cache ({cached}); "
             "nothing is downloaded. Pass its *_model_dir, or prepare the PP-OCR weights shipped "

@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import (Failed, Requirement, Result, check_device, check_images, map_in_batches, resolve_device,
-                   set_offline)
+from .base import (Failed, Requirement, Result, cache_root, check_device, check_images, map_in_batches,
+                   resolve_device, set_offline)
 from .boxes import normalize_box
 from .clip_text import build_clip_tokenizer
 from .hf import hf_load, hf_requirement, pretrained_folder, torch_dtype, weight_hashes
@@ -84,8 +84,7 @@ class OWLv2Annotator:
     def _query_cache_file(self) -> Path | None:
         if self.config.query_cache is None or not self._weights:
             return None
-        root = Path(self.config.query_cache or os.environ.get("MOAI_CACHE") or
-                    Path.home() / ".cache" / "moai-pipeline") / "owlv2-queries"
+        root = Path(self.config.query_cache or cache_root()) / "owlv2-queries"
         key = json.dumps({"weights": self._weights, "vocabulary": self.vocabulary.sha256, "dtype": self.config.dtype,
                           "device": self.device.split(":")[0],
                           "max_length": self.processor.tokenizer.model_max_length}, sort_keys=True)

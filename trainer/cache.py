@@ -125,16 +125,8 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
     if filled:
         _write_shard(out, shard, image_feats, ps_feats)
 
-    kept = []
-    for s in samples:
-        if s["row"] in where:
-            kept.append(s)
-        else:
-            report.examples.setdefault("unreadable_image", [])
-            if len(report.examples["unreadable_image"]) < 10:
-                report.examples["unreadable_image"].append(f"{s['sample_id']}: {unreadable[s['row']]}")
-    report.samples = len(kept)
-    unreadable_samples = report.unreadable_image = len(samples) - len(kept)
+    kept = report.drop(samples, unreadable, "unreadable_image")  # every other row has its features
+    unreadable_samples = report.unreadable_image
     index = pa.table({
         "sample_id": [s["sample_id"] for s in kept],
         "image_id": [s["image_id"] for s in kept],

@@ -67,6 +67,18 @@ class JoinReport:
         if len(self.examples[reason]) < keep:
             self.examples[reason].append(sample_id)
 
+    def drop(self, samples: list[dict], bad_rows: dict[int, str], reason: str) -> list[dict]:
+        """The samples whose annotation row is not in `bad_rows`; the others are noted under
+        `reason` with the row's why. `samples` becomes the count kept."""
+        kept = []
+        for s in samples:
+            if s["row"] in bad_rows:
+                self.note(reason, f"{s['sample_id']}: {bad_rows[s['row']]}")
+            else:
+                kept.append(s)
+        self.samples = len(kept)
+        return kept
+
     def summary(self) -> str:
         skipped = {k: v for k, v in asdict(self).items()
                    if k not in ("conversations", "samples", "examples", "unused_annotations") and v}
@@ -259,14 +271,7 @@ def drop_unreadable(samples: list[dict], table, report: JoinReport, size: int = 
             load_ps_ids(ps_maps[row].as_py(), size)
         except Exception as exc:  # noqa: BLE001 - counted and shown, never a crash
             bad[row] = f"{sources[row].as_py()}: {type(exc).__name__}: {exc}"
-    kept = []
-    for s in samples:
-        if s["row"] in bad:
-            report.note("unreadable_image", f"{s['sample_id']}: {bad[s['row']]}")
-        else:
-            kept.append(s)
-    report.samples = len(kept)
-    return kept
+    return report.drop(samples, bad, "unreadable_image")
 
 
 class OnlineDataset(torch.utils.data.Dataset):

@@ -42,11 +42,8 @@ def round_trip(results: list[dict], provenance: dict, tmp_path: Path):
 
 def seed_hf_cache(folder: Path, repo_id: str, cache: Path) -> Path:
     """Place a save_pretrained folder in a Hugging Face hub cache as if `repo_id` had been downloaded."""
-    commit = "0" * 40
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
+    from annotators.fake_weights import hub_snapshot
+    shutil.copytree(folder, hub_snapshot(cache, repo_id))
     return cache
 
 

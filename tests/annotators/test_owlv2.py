@@ -52,7 +52,9 @@ def test_cached_queries_give_the_published_forward(annotator, images):
     torch.testing.assert_close(ours.pred_boxes, published.pred_boxes)
 
 
-def test_text_queries_are_encoded_once_per_instance(tiny, images, monkeypatch):
+@pytest.fixture
+def text_tower_calls(monkeypatch) -> list:
+    """One entry per forward of OWLv2's text tower."""
     from transformers.models.owlv2 import modeling_owlv2
     calls = []
     forward = modeling_owlv2.Owlv2TextTransformer.forward
@@ -61,6 +63,11 @@ def test_text_queries_are_encoded_once_per_instance(tiny, images, monkeypatch):
         calls.append(1)
         return forward(self, *args, **kwargs)
     monkeypatch.setattr(modeling_owlv2.Owlv2TextTransformer, "forward", counting)
+    return calls
+
+
+def test_text_queries_are_encoded_once_per_instance(tiny, images, text_tower_calls):
+    calls = text_tower_calls
     annotator = OWLv2Annotator(OWLv2Annotator.Config(**tiny, text_batch_size=32, query_cache=None))
     assert len(calls) == 3  # 80 names in chunks of 32, at construction
     for _ in range(3):
@@ -68,15 +75,8 @@ def test_text_queries_are_encoded_once_per_instance(tiny, images, monkeypatch):
     assert len(calls) == 3  # no batch re-encodes the queries
 
 
-def test_encoded_queries_are_kept_on_disk_for_the_next_actor(tiny, images, monkeypatch, tmp_path):
-    from transformers.models.owlv2 import modeling_owlv2
-    calls = []
-    forward = modeling_owlv2.Owlv2TextTransformer.forward
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return forward(self, *args, **kwargs)
-    monkeypatch.setattr(modeling_owlv2.Owlv2TextTransformer, "forward", counting)
+def test_encoded_queries_are_kept_on_disk_for_the_next_actor(tiny, images, text_tower_calls, tmp_path):
+    calls = text_tower_calls
     first = OWLv2Annotator(OWLv2Annotator.Config(**tiny, query_cache=str(tmp_path)))
     assert len(calls) == 1 and len(list((tmp_path / "owlv2-queries").glob("*.safetensors"))) == 1
     second = OWLv2Annotator(OWLv2Annotator.Config(**tiny, query_cache=str(tmp_path)))
