@@ -88,6 +88,8 @@ def test_resume_skips_done_and_retries_errors(ray_local, tmp_path):
 
 
 def test_crashed_worker_is_restarted(ray_local, tmp_path):
+    """The restarted actor is rebuilt from the constructor arguments Ray Data keeps in the object store
+    (the source of Ray's "constructor arguments in the object store" line, ray#53727): the restart works."""
     images = tmp_path / "images"
     write_hostile(images)
     marker = tmp_path / "crashed-once"
