@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from schemas.files import replaced_atomically
 
 from .base import (Failed, Requirement, Result, cache_root, check_device, check_images, map_in_batches,
                    resolve_device, set_offline)
@@ -99,11 +99,8 @@ class OWLv2Annotator:
         embeds = self.encode_queries(self.vocabulary.names)
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                os.close(handle)
-                save_file({"query_embeds": embeds.contiguous().cpu()}, tmp)
-                os.replace(tmp, path)
+                with replaced_atomically(path, folder=False) as tmp:
+                    save_file({"query_embeds": embeds.contiguous().cpu()}, str(tmp))
             except OSError:  # a read-only cache: encode again next time
                 pass
         return embeds

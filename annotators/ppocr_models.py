@@ -17,11 +17,11 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from schemas.files import replaced_atomically
 
 from .base import MissingWeightsError, sha256_file
 
@@ -136,20 +136,11 @@ def prepare_model(name: str, out_dir: str | Path) -> Path:
         return folder
 
     dictionary = read_dictionary(source_path) if model.task == "rec" else None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and swap in, so a concurrent reader never sees half a folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared model data
+    with replaced_atomically(folder) as tmp:  # a concurrent reader never sees half a folder
         shutil.copyfile(source_path, tmp / ONNX_FILE)
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as f:
             yaml.safe_dump(inference_config(model, dictionary), f, allow_unicode=True, sort_keys=False)
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

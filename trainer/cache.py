@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from schemas.files import swap_folder
+
 from .data import (
     ANNOTATION_COLUMNS, JoinReport, PromptFormat, answer_tokens, join_samples, load_conversations, load_image,
     load_ps_ids, sample_lengths,
@@ -60,12 +62,10 @@ def start_staging(out: Path) -> Path:
 
 def swap_into_place(staging: Path, out: Path) -> None:
     """Replace `out` by the finished `staging`: readers see the old cache or the new one, whole."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
     if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
+        swap_folder(staging, out)
+    else:
+        os.replace(staging, out)
 
 
 def shard_name(k: int) -> str:

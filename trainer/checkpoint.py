@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from schemas.files import replaced_atomically
+
 TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
@@ -97,17 +99,13 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, train_
     if not is_main:  # with cpu_offload the full state dicts land on rank 0 only
         return path
     optim_tensors, groups = _flatten_optimizer(optim_state)
-    tmp = path.with_name(f".tmp-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(weights, str(tmp / TRAINABLE_FILE))
-    save_file(optim_tensors, str(tmp / OPTIMIZER_FILE))
-    rng_tensors, rng_plain = rng_state()
-    save_file(rng_tensors, str(tmp / RNG_FILE))
-    state = {**train_state, "scheduler": scheduler.state_dict(), "param_groups": groups, "rng": rng_plain}
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    with replaced_atomically(path) as tmp:  # a run killed while saving keeps its previous checkpoint whole
+        save_file(weights, str(tmp / TRAINABLE_FILE))
+        save_file(optim_tensors, str(tmp / OPTIMIZER_FILE))
+        rng_tensors, rng_plain = rng_state()
+        save_file(rng_tensors, str(tmp / RNG_FILE))
+        state = {**train_state, "scheduler": scheduler.state_dict(), "param_groups": groups, "rng": rng_plain}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
     if keep:
         for old in sorted(path.parent.glob(f"{PREFIX}*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -7,14 +7,14 @@ distribution (what MoAI prints). The empty-text quirk is the verbalizer's `Compa
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+
+from schemas.files import replaced_atomically
 
 from ..base import Failed, Requirement, Result, check_device, check_images, models_root, resolve_device, set_offline
 from ..boxes import masks_boxes, normalize_box
@@ -213,19 +213,13 @@ def tiny_config(workdir: Path) -> dict:
     are lowered so random weights still produce objects and relations (the verbalizer's 0.8 still applies)."""
     model_dir = Path(workdir) / "psgtr_tiny"
     if not (model_dir / "model.safetensors").is_file():
-        # written aside and renamed into place: concurrent builders (Ray workers) never see half a folder
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".psgtr_tiny.", dir=model_dir.parent))
-        with torch.random.fork_rng(devices=[]):
+        # concurrent builders (Ray workers) write identical folders: the first one renamed in stays
+        with torch.random.fork_rng(devices=[]), replaced_atomically(model_dir, keep_existing=True) as staging:
             torch.manual_seed(0)
             model = PSGTR(TINY_MODEL)
-        save_model_dir(model.state_dict(), TINY_MODEL, staging,
-                       [f"class_{i:03d}" for i in range(TINY_MODEL.num_classes)],
-                       [f"predicate_{i:02d}" for i in range(TINY_MODEL.num_predicates)],
-                       {"checkpoint": "random init (torch.manual_seed(0))", "tiny": True})
-        try:
-            staging.rename(model_dir)
-        except OSError:  # another builder got there first; its files are identical
-            shutil.rmtree(staging, ignore_errors=True)
+            save_model_dir(model.state_dict(), TINY_MODEL, staging,
+                           [f"class_{i:03d}" for i in range(TINY_MODEL.num_classes)],
+                           [f"predicate_{i:02d}" for i in range(TINY_MODEL.num_predicates)],
+                           {"checkpoint": "random init (torch.manual_seed(0))", "tiny": True})
     return {"model_dir": str(model_dir), "device": "cpu", "image_scale": (256, 160), "batch_size": 2,
             "object_score_threshold": 0.0, "relation_score_threshold": 0.0}

@@ -5,14 +5,11 @@ family, and a small CLIP vision tower with 14 px patches (490 px -> 35 x 35 = 1,
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from schemas.files import replaced_atomically
 from trainer.model.config import MoAIConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
@@ -66,7 +63,7 @@ def build_tiny_backbones(out_dir: str | Path, family: str = "llama", seed: int =
             tokenizer = build_tokenizer()
             lm = AutoModelForCausalLM.from_config(tiny_lm_config(family, len(tokenizer)))
             lm.generation_config.pad_token_id = tokenizer.pad_token_id
-            with _atomic_dir(lm_dir) as tmp:
+            with replaced_atomically(lm_dir, keep_existing=True) as tmp:
                 lm.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
         if not (vision_dir / "config.json").is_file():
@@ -75,27 +72,11 @@ def build_tiny_backbones(out_dir: str | Path, family: str = "llama", seed: int =
             vision = CLIPVisionModel(CLIPVisionConfig(
                 hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=70, patch_size=14, projection_dim=32))
-            with _atomic_dir(vision_dir) as tmp:
+            with replaced_atomically(vision_dir, keep_existing=True) as tmp:
                 vision.save_pretrained(tmp)
                 CLIPImageProcessor(size={"shortest_edge": 70}, crop_size={"height": 70, "width": 70}
                                    ).save_pretrained(tmp)
     return {"lm": str(lm_dir), "vision": str(vision_dir)}
-
-
-@contextlib.contextmanager
-def _atomic_dir(target: Path):
-    """Write into a private folder, then rename it into place: concurrent builders never see half a model."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first: its identical copy stays
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tiny_config(out_dir: str | Path, family: str = "llama", **overrides) -> MoAIConfig:
