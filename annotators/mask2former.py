@@ -5,7 +5,7 @@ at the working size; boxes from the segment masks with detectron2's edges (annot
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 

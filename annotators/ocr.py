@@ -21,9 +21,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from schemas.fonts import find_font
+
 from .base import (Failed, MissingWeightsError, Requirement, Result, cache_root, check_device, check_images,
                    models_root, resolve_device, set_offline, sha256_file)
-from .fonts import find_font
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
 DEVICES = ("auto", "cpu", "gpu")  # paddle's names; "cuda[:N]" is accepted too and means "gpu[:N]"

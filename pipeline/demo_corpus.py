@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from annotators.fonts import find_font
+from schemas.fonts import find_font
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 ULTRALYTICS_PHOTOS = ("bus.jpg", "zidane.jpg")

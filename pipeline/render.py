@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from annotators.fonts import find_font
+from schemas.fonts import find_font
 from schemas import VerbalizeConfig, colorize, decode_ps_map
 from schemas.image import open_rgb, read_bytes
 from schemas.verbalize import numbered_object_names, select_relations

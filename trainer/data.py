@@ -335,10 +335,6 @@ def plan_batches(lengths: list[int], micro_batch_size: int, world_size: int, gra
     return plan
 
 
-def steps_per_epoch(n_samples: int, micro_batch_size: int, world_size: int, grad_accum: int) -> int:
-    return n_samples // (micro_batch_size * world_size * grad_accum)
-
-
 def collate(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad text to the longest in the batch; stack images/features.
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from annotators.base import Failed, MissingWeightsError
-from annotators.fonts import find_font
+from schemas.fonts import find_font
 from annotators.ocr import PaddleOCRAnnotator, tiny_config
 from annotators.base import sha256_file
 from annotators.ppocr_models import WHEEL_MODELS, prepare_model, wheel_file

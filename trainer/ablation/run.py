@@ -48,29 +48,6 @@ PROMPT = dict(user_start="USER: ", user_end="\n", assistant_start="ASSISTANT: ",
 QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8)
 
 
-def missing_trainer_parts() -> list[str]:
-    """What the ablation needs from the trainer and cannot find (empty when all is there)."""
-    missing = []
-    try:
-        from trainer.model import MoAIModel  # noqa: F401
-    except ImportError as exc:
-        missing.append(f"trainer.model.MoAIModel ({exc})")
-    try:
-        from trainer.model.sequence import left_align, splice_image_tokens  # noqa: F401
-    except ImportError as exc:
-        missing.append(f"trainer.model.sequence ({exc})")
-    try:
-        from trainer.model.tiny import build_tiny_backbones, tiny_config  # noqa: F401
-    except ImportError as exc:
-        missing.append(f"trainer.model.tiny.build_tiny_backbones / tiny_config ({exc})")
-    try:
-        from trainer.cache import CachedDataset, build_cache  # noqa: F401
-        from trainer.data import collate, plan_batches  # noqa: F401
-    except ImportError as exc:
-        missing.append(f"trainer.cache / trainer.data ({exc})")
-    return missing
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -179,7 +156,7 @@ def format_table(heldout: list[dict], results: dict[str, dict], prior: dict[str,
     if prior is not None:
         arms.append("answer prior")
         scores["answer prior"] = score(heldout, prior)
-    header = f"| question type | held-out questions | " + " | ".join(arms) + " |"
+    header = "| question type | held-out questions | " + " | ".join(arms) + " |"
     lines = [header, "|" + "---|" * (2 + len(arms))]
     for kind in (*QUESTION_TYPES, "all"):
         total = scores[arms[0]][kind].total
@@ -200,10 +177,6 @@ def format_gates(gates: dict, effect: dict | None = None) -> str:
 
 
 def run(cfg: AblationConfig) -> str:
-    missing = missing_trainer_parts()
-    if missing:
-        raise RuntimeError("the ablation needs the MoAI model and its feature cache, which are missing:\n  - "
-                           + "\n  - ".join(missing))
     import torch
 
     from .arm import TrainBudget

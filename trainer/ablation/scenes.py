@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from annotators.fonts import find_font
+from schemas.fonts import find_font
 
 # (verbalized name, COCO panoptic contiguous id, plural used in questions)
 OBJECT_KINDS = (

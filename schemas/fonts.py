@@ -1,4 +1,5 @@
-"""A local TrueType font, so rendering and PaddleOCR never fetch one."""
+"""A local TrueType font, so rendering (galleries, demo corpus, ablation scenes) and PaddleOCR never
+fetch one. Here, beside the image contract, because pipeline/, annotators/ and trainer/ all draw text."""
 from __future__ import annotations
 
 import os
