@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .hf import hf_load, pretrained_folder, torch_dtype, weight_hashes
+from schemas.dtypes import torch_dtype
+
+from .hf import hf_load, pretrained_folder, weight_hashes
 
 CLIP_CONTEXT_LENGTH = 77
 

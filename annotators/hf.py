@@ -7,7 +7,6 @@ from pathlib import Path
 from .base import MissingWeightsError, Requirement, set_offline, sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def hf_load(loader, model: str, *, trust_remote_code: bool = False, **kwargs):
@@ -70,12 +69,3 @@ def weight_hashes(folder: Path | None) -> dict[str, str]:
         return {}
     files = sorted(p for p in Path(folder).iterdir() if p.suffix in WEIGHT_SUFFIXES)
     return {p.name: sha256_file(p.resolve()) for p in files}
-
-
-def torch_dtype(name: str, device: str):
-    import torch
-    if name not in DTYPES:
-        raise ValueError(f"dtype {name!r} is not one of {DTYPES}")
-    if name == "float16" and device == "cpu":
-        raise ValueError("dtype 'float16' needs device 'cuda'; on the CPU use 'float32' or 'bfloat16'")
-    return getattr(torch, name)

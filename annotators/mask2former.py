@@ -11,12 +11,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from schemas.dtypes import torch_dtype
 from schemas.psmap import encode_ps_map
 
 from .base import (Failed, Requirement, Result, check_device, check_images, map_in_batches, resolve_device,
                    set_offline)
 from .boxes import BACKENDS, masks_boxes, normalize_box
-from .hf import hf_load, hf_requirement, pretrained_folder, torch_dtype, weight_hashes
+from .hf import hf_load, hf_requirement, pretrained_folder, weight_hashes
 
 MOAI_CHECKPOINT = "facebook/mask2former-swin-base-coco-panoptic"
 COCO_PANOPTIC_LABELS = 133

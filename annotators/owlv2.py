@@ -18,13 +18,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from schemas.dtypes import torch_dtype
 from schemas.files import replaced_atomically
 
 from .base import (Failed, Requirement, Result, cache_root, check_device, check_images, map_in_batches,
                    resolve_device, set_offline)
 from .boxes import normalize_box
 from .clip_text import build_clip_tokenizer
-from .hf import hf_load, hf_requirement, pretrained_folder, torch_dtype, weight_hashes
+from .hf import hf_load, hf_requirement, pretrained_folder, weight_hashes
 from .vocab import MOAI_QUERIES, Vocabulary, load_vocabulary, vocabulary_requirements
 
 MOAI_CHECKPOINT = "google/owlv2-base-patch16-ensemble"

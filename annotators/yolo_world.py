@@ -12,11 +12,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from schemas.dtypes import check_dtype
+
 from .base import (Failed, MissingWeightsError, Requirement, Result, check_device, check_images, map_in_batches,
                    models_root, resolve_device, set_offline)
 from .clip_text import CLIPTextEncoder, tiny_clip_text
 from .base import sha256_file
-from .hf import hf_requirement, weight_hashes
+from .hf import hf_requirement
 from .vocab import Vocabulary, load_vocabulary, vocabulary_requirements
 
 DEFAULT_CHECKPOINT = "yolov8s-worldv2.pt"
@@ -51,8 +53,7 @@ class YOLOWorldConfig:
         if not vocabulary:
             raise ValueError("YOLO-World needs a vocabulary: files and/or `package:name`, e.g. 'ultralytics:lvis'")
         check_device(self.device)
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype {self.dtype!r}: ultralytics runs 'float32' or 'float16' (cuda)")
+        check_dtype(self.dtype, ("float32", "float16"), "dtype (ultralytics runs float32, or float16 on cuda)")
         if self.batch_size < 1 or self.imgsz < 32 or self.imgsz % 32:
             raise ValueError(f"batch_size >= 1 and imgsz a multiple of 32 needed, got {self.batch_size}, {self.imgsz}")
         for name in ("threshold", "iou"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from schemas.dtypes import DTYPE_NAMES
 from schemas.image import DEFAULT_MAX_PIXELS
 from schemas.schema import ANNOTATION_SCHEMA
 from schemas.verbalize import VerbalizeConfig
@@ -21,7 +22,7 @@ from schemas.verbalize import VerbalizeConfig
 PROFILES = ("moai", "tiny")
 # Above this many pixels (width x height, before decoding) an image becomes an error row instead of
 # a decompression bomb (schemas/image.py).
-GPU_DTYPES = ("", "float32", "bfloat16", "float16")
+GPU_DTYPES = ("", *DTYPE_NAMES)  # "": the annotator's own default
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from schemas.dtypes import DTYPE_NAMES, torch_dtype
 from schemas.files import swap_folder
 
 from .data import (
@@ -34,7 +35,6 @@ from .data import (
 
 INDEX_FILE = "index.arrow"  # Arrow IPC, uncompressed: memory-mapped, never loaded whole
 META_FILE = "meta.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class CacheError(ValueError):
@@ -114,8 +114,8 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
             continue
         pixels = model.image_pixel_values(torch.from_numpy(np.stack(images)).to(device))  # (B, 3, 490, 490)
         ps_pixels = model.ps_pixel_values(torch.from_numpy(np.stack(ps_ids)).to(device))  # (B, 3, 490, 490)
-        image_feats.append(model.encode_vision(pixels).to("cpu", DTYPES[dtype]))  # (B, N, Dv)
-        ps_feats.append(model.encode_vision(ps_pixels).to("cpu", DTYPES[dtype]))
+        image_feats.append(model.encode_vision(pixels).to("cpu", torch_dtype(dtype)))  # (B, N, Dv)
+        ps_feats.append(model.encode_vision(ps_pixels).to("cpu", torch_dtype(dtype)))
         for row in batch_rows:
             where[row] = (shard, filled)
             filled += 1
@@ -145,7 +145,7 @@ def build_cache(model, table, conversations: list[dict], out: str | os.PathLike,
         from safetensors import safe_open
         with safe_open(str(out / shard_name(0)), "pt") as f:
             feature_shape = tuple(f.get_slice("image_features").get_shape()[1:])
-    bytes_per_image = 2 * int(np.prod(feature_shape or (0,))) * torch.finfo(DTYPES[dtype]).bits // 8
+    bytes_per_image = 2 * int(np.prod(feature_shape or (0,))) * torch.finfo(torch_dtype(dtype)).bits // 8
     meta = {"model": model.config.to_dict(), "dtype": dtype, "images": len(where), "samples": len(kept),
             "unreadable_image": unreadable_samples, "feature_shape": list(feature_shape or []),
             "bytes_per_image": bytes_per_image, "prompt": prompt.__dict__, "max_length": max_length,
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", required=True, help="LLaVA/ShareGPT4V conversation JSON")
     parser.add_argument("--out", required=True, help="cache directory to write")
     parser.add_argument("--recipe", required=True, help="recipe YAML naming the model (vision tower, tokenizer)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="bfloat16")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=256, help="images per shard file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

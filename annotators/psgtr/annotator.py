@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from schemas.dtypes import check_dtype, torch_dtype
 from schemas.files import replaced_atomically
 
 from ..base import Failed, Requirement, Result, check_device, check_images, models_root, resolve_device, set_offline
@@ -27,7 +28,7 @@ from .postprocess import PostprocessConfig, TripletResult, postprocess
 
 COMPATS = ("none", "moai")
 PUBLISHED_DIR = "psgtr_r50"  # under the models root: the converted psgtr_r50_epoch_60.pth
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "bfloat16")  # autocast dtypes the parity tests cover
 
 
 def resize_keep_ratio(image: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
@@ -80,8 +81,7 @@ class PSGTRAnnotator:
             if not self.model_dir:
                 object.__setattr__(self, "model_dir", str(models_root() / PUBLISHED_DIR))
             check_device(self.device)
-            if self.dtype not in DTYPES:
-                raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+            check_dtype(self.dtype, DTYPES)
             if self.compat not in COMPATS:
                 raise ValueError(f"compat must be one of {COMPATS}, got {self.compat!r}")
             for name in ("batch_size", "size_divisor", "mask_chunk_size"):
@@ -134,7 +134,7 @@ class PSGTRAnnotator:
     def forward(self, images: np.ndarray) -> list[TripletResult | Failed]:
         """OpenPSG-style results (1-based labels, rel_dists with the background column) for each image."""
         pixels, sizes, scales = self.preprocess(images)
-        autocast = torch.autocast(self.device.type, dtype=DTYPES[self.config.dtype],
+        autocast = torch.autocast(self.device.type, dtype=torch_dtype(self.config.dtype, allowed=DTYPES),
                                   enabled=self.config.dtype != "float32")
         with autocast:
             out = self.model(pixels, sizes.to(self.device), mask_chunk_size=self.config.mask_chunk_size)

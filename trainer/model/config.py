@@ -9,8 +9,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.dtypes import DTYPE_NAMES
+
 COMPAT_MODES = ("none", "moai")
-TORCH_DTYPES = ("float32", "bfloat16", "float16")
+TORCH_DTYPES = DTYPE_NAMES
 
 
 @dataclass(frozen=True)

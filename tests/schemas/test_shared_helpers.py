@@ -1,4 +1,5 @@
-"""replaced_atomically: readers see the old target or the new one, whole; a failed write leaves the old."""
+"""Shared helpers in schemas/: replaced_atomically (readers see the old target or the new one, whole; a
+failed write leaves the old) and the one list of dtype names."""
 import pytest
 
 from schemas.files import replaced_atomically
@@ -38,3 +39,17 @@ def test_file(tmp_path):
         assert tmp.parent == target.parent and not target.exists()
     assert target.read_bytes() == b"abc"
     assert sorted(p.name for p in target.parent.iterdir()) == ["q.safetensors"]
+
+
+def test_dtype_names_one_list():
+    import torch
+
+    from schemas.dtypes import DTYPE_NAMES, check_dtype, torch_dtype
+    assert torch_dtype("bfloat16") is torch.bfloat16 and torch_dtype("float16", "cuda:1") is torch.float16
+    with pytest.raises(ValueError, match="needs device 'cuda'"):
+        torch_dtype("float16", "cpu")
+    with pytest.raises(ValueError, match="is not one of"):
+        check_dtype("float16", ("float32", "bfloat16"))
+    from pipeline.config import GPU_DTYPES
+    from trainer.model.config import TORCH_DTYPES
+    assert TORCH_DTYPES == DTYPE_NAMES and GPU_DTYPES[1:] == DTYPE_NAMES
