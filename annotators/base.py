@@ -113,20 +113,36 @@ def sha256_file(path, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def map_in_batches(images: np.ndarray, batch_size: int, run_batch, what: str) -> list[Result]:
-    """`run_batch` over chunks of at most `batch_size` images. A chunk that raises is retried
-    image by image, so only the image that breaks the model becomes `Failed` (with `what` and the
-    reason); the rest of its batch is annotated normally."""
-    results: list[Result] = []
-    for start in range(0, len(images), batch_size):
-        results += _run_or_split(images[start:start + batch_size], run_batch, what)
-    return results
+def map_in_batches(images: np.ndarray, batch_size: int, run_batch, what: str = "") -> list[Result]:
+    """`run_batch` over chunks of at most `batch_size` images, each through `run_isolating`."""
+    return [r for start in range(0, len(images), batch_size)
+            for r in run_isolating(run_batch, images[start:start + batch_size], what)]
 
 
-def _run_or_split(images: np.ndarray, run_batch, what: str) -> list[Result]:
+def run_isolating(run_batch, images, what: str = "") -> list[Result]:
+    """`run_batch(images)`; if the batch raises (or returns a result count that is not one per image),
+    each image alone, so only the image that breaks the model becomes `Failed` (with `what` and the
+    reason) and the rest of its batch is annotated normally. The one copy of this rule: annotators'
+    own batching and the pipeline's actors both use it."""
     try:
-        return run_batch(images)
+        results = list(run_batch(images))
+        if len(results) != len(images):
+            raise RuntimeError(f"{len(results)} results for {len(images)} images")
+        return results
     except Exception as err:  # noqa: BLE001 - find the image that breaks the batch
         if len(images) == 1:
-            return [Failed(f"{what}: {type(err).__name__}: {err}")]
-        return [r for i in range(len(images)) for r in _run_or_split(images[i:i + 1], run_batch, what)]
+            return [failure(err, what)]
+    return [run_one(run_batch, image, what) for image in images]
+
+
+def run_one(run_batch, image, what: str = "") -> Result:
+    """One (H, W, 3) image through `run_batch`; an exception becomes its `Failed`."""
+    try:
+        (result,) = list(run_batch(image[None]))
+        return result
+    except Exception as err:  # noqa: BLE001 - becomes this image's error row
+        return failure(err, what)
+
+
+def failure(err: BaseException, what: str = "") -> Failed:
+    return Failed(f"{what + ': ' if what else ''}{type(err).__name__}: {err}")

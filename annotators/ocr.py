@@ -24,7 +24,7 @@ import numpy as np
 from schemas.fonts import find_font
 
 from .base import (Failed, MissingWeightsError, Requirement, Result, cache_root, check_device, check_images,
-                   models_root, resolve_device, set_offline, sha256_file)
+                   models_root, resolve_device, run_isolating, set_offline, sha256_file)
 
 ENGINES = ("onnxruntime", "paddle", "paddle_static")
 DEVICES = ("auto", "cpu", "gpu")  # paddle's names; "cuda[:N]" is accepted too and means "gpu[:N]"
@@ -232,20 +232,13 @@ class PaddleOCRAnnotator:
         batch, height, width = images.shape[:3]
         if height == 0 or width == 0:
             return [Failed(f"empty image ({height}x{width}): nothing to read")] * batch
+        return run_isolating(lambda chunk: self._predict(chunk, width, height), images,
+                             f"PaddleOCR failed on a {height}x{width} image")
+
+    def _predict(self, images: np.ndarray, width: int, height: int) -> list[dict]:
         # PaddleOCR takes BGR arrays (OpenCV order), one per image.
         bgr = [np.ascontiguousarray(image[..., ::-1]) for image in images]  # B x (H, W, 3)
-        try:
-            return [self._lines(result, width, height) for result in self.pipeline.predict(bgr)]
-        except Exception:
-            # One bad image must not fail its neighbours: retry one by one to isolate it.
-            return [self._predict_one(image, width, height) for image in bgr]
-
-    def _predict_one(self, image: np.ndarray, width: int, height: int) -> Result:
-        try:
-            (result,) = list(self.pipeline.predict([image]))
-            return self._lines(result, width, height)
-        except Exception as error:  # noqa: BLE001 - becomes this image's error row
-            return Failed(f"PaddleOCR failed on a {height}x{width} image: {type(error).__name__}: {error}")
+        return [self._lines(result, width, height) for result in self.pipeline.predict(bgr)]
 
     def _lines(self, result, width: int, height: int) -> dict:
         lines = []

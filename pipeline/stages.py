@@ -17,7 +17,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotators.base import Failed, set_offline
+from annotators.base import Failed, run_isolating, run_one, set_offline
 from schemas.schema import ANNOTATION_SCHEMA, ERROR, STATUS_ERROR, STATUS_OK, TEXT_COLUMNS
 from schemas.verbalize import VerbalizeConfig, verbalize_row
 
@@ -70,33 +70,16 @@ class AnnotateStage:
         self.columns = tuple(self.annotator.columns)
         self.provenance = json.dumps({"kind": kind, **self.annotator.provenance()}, sort_keys=True, default=str)
 
-    def _annotate(self, images) -> list:
-        """Results for a batch; if the batch raises, each image alone so one bad image fails alone."""
-        try:
-            results = list(self.annotator(images))
-            if len(results) != len(images):
-                raise RuntimeError(f"annotator returned {len(results)} results for {len(images)} images")
-            return results
-        except Exception:
-            if len(images) == 1:
-                raise
-        results = []
-        for image in images:
-            try:
-                results.append(self.annotator(image[None])[0])
-            except Exception as exc:
-                results.append(Failed(f"{type(exc).__name__}: {exc}"))
-        return results
-
     def _annotate_guarded(self, images, ids: list[str]) -> list:
-        """`_annotate`, with markers so a batch whose earlier attempt killed the worker cannot loop."""
+        """`run_isolating` on the annotator, with markers so a batch whose earlier attempt killed the
+        worker cannot loop: its retry runs image by image and skips the image that was in flight."""
         if self.markers is None:
-            return self._annotate(images)
+            return run_isolating(self.annotator, images)
         record = self.markers.batch(ids)
         if record is None:
             self.markers.set_batch(ids, BatchRecord(BatchState.NEW))
             try:
-                return self._annotate(images)
+                return run_isolating(self.annotator, images)
             finally:  # not reached when the process dies: that is what leaves the marker
                 self.markers.clear_batch(ids)
         # an ISOLATED batch already finished image by image; its task is retried for a later crash
@@ -110,9 +93,7 @@ class AnnotateStage:
                 continue
             self.markers.mark_image(image_id)
             try:
-                results.append(self.annotator(image[None])[0])
-            except Exception as exc:
-                results.append(Failed(f"{type(exc).__name__}: {exc}"))
+                results.append(run_one(self.annotator, image))
             finally:
                 self.markers.clear_image(image_id)
         self.markers.set_batch(ids, BatchRecord(BatchState.ISOLATED, deaths))
