@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from schemas import SchemaError, VerbalizeConfig, parquet_files, read_annotations, read_provenance
+from schemas import Compat, SchemaError, VerbalizeConfig, parquet_files, read_annotations, read_provenance
 from schemas.io import unreadable_file
 from schemas.schema import PROVENANCE_KEY, STATUS_ERROR, STATUS_OK
 
@@ -74,7 +74,7 @@ def verbalized_relations(lf: pl.LazyFrame, cfg: VerbalizeConfig) -> pl.LazyFrame
               .with_columns(rank=pl.int_range(pl.len()).over("image_id")))
     k = pl.min_horizontal(pl.lit(cfg.sgg_max_relations), pl.col("n_objects"))
     kept = ranked.filter((pl.col("rank") < k) & (pl.col("score") >= cfg.sgg_min_score))
-    if cfg.compat.value == "moai":  # published bare except: too few relations -> none written
+    if cfg.compat == Compat.MOAI:  # published bare except: too few relations -> none written
         kept = kept.filter(pl.col("n_relations") >= k)
     return kept
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from schemas import STATUS_OK, VerbalizeConfig, colorize, decode_ps_map
 from schemas.fonts import find_font
-from schemas import VerbalizeConfig, colorize, decode_ps_map
 from schemas.image import open_rgb, read_bytes
 from schemas.verbalize import numbered_object_names, select_relations
 
@@ -97,7 +97,7 @@ class Renderer:
         self.draw_detections(draw, row.get("detections") or [], size)
         self.draw_ocr(draw, row.get("ocr") or [], size)
         banner = []
-        if row.get("status") != "ok" and row.get("error"):
+        if row.get("status") != STATUS_OK and row.get("error"):
             banner.append(f"error [{row['error']['stage']}]: {row['error']['message']}")
         if note:
             banner.append(note)

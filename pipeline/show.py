@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from schemas import SchemaError, annotation_schema, read_provenance
+from schemas import STATUS_OK, SchemaError, annotation_schema, read_provenance
 from schemas.io import unreadable_file
 
 from .inspect import check_output, one_line, verbalize_config
@@ -75,7 +75,7 @@ def read_rows(files: list[Path], ids: list[str]) -> list[dict]:
 
 def figure_html(row: dict, src: str, note: str | None) -> str:
     extra = ""
-    if row["status"] != "ok" and row.get("error"):
+    if row["status"] != STATUS_OK and row.get("error"):
         extra += f'<div class="error">error [{html.escape(row["error"]["stage"])}]: ' \
                  f'{html.escape(row["error"]["message"])}</div>'
     if note:

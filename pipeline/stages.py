@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotators.base import Failed, run_isolating, run_one, set_offline
-from schemas.schema import ANNOTATION_SCHEMA, ERROR, STATUS_ERROR, STATUS_OK, TEXT_COLUMNS
+from schemas.schema import (ANNOTATION_SCHEMA, ANNOTATOR_COLUMNS, ERROR, STATUS_ERROR, STATUS_OK, TEXT_COLUMNS,
+                            VERBALIZED_COLUMNS)
 from schemas.verbalize import VerbalizeConfig, verbalize_row
 
 from .decode import images_of
@@ -26,7 +27,6 @@ from .inflight import BatchRecord, BatchState, Markers
 from .placement import placed_options
 
 PROVENANCE_PREFIX = "__provenance__"  # per-row provenance JSON, folded into file metadata by the sink
-ANNOTATOR_COLUMNS = ("panoptic", "ps_map", "detections", "scene_graph", "ocr")
 
 
 def annotator_class(kind: str) -> type:
@@ -152,7 +152,7 @@ def finalize(batch: pa.Table, verbalize: VerbalizeConfig) -> pa.Table:
         columns[field.name] = values
     table = pa.table(columns, schema=ANNOTATION_SCHEMA)
     texts = [verbalize_row(row, verbalize) for row in
-             table.select(["status", "panoptic", "detections", "scene_graph", "ocr"]).to_pylist()]
+             table.select(list(VERBALIZED_COLUMNS)).to_pylist()]
     for name in TEXT_COLUMNS:
         table = _set_column(table, name, pa.array([t[name] for t in texts], pa.string()))
     for name in batch.schema.names:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from .schema import (
     ANNOTATION_SCHEMA, PROVENANCE_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_ERROR, STATUS_OK,
-    STATUSES, TEXT_COLUMNS, annotation_schema,
+    STATUSES, TEXT_COLUMNS, VERBALIZED_COLUMNS, annotation_schema,
 )
 from .verbalize import VerbalizeConfig, verbalize_row
 
@@ -143,7 +143,7 @@ def read_annotations(path: str | os.PathLike, columns: list[str] | None = None,
 def reverbalize(table: pa.Table, cfg: VerbalizeConfig = VerbalizeConfig()) -> pa.Table:
     """The same table with the five text columns recomputed under `cfg` (no model runs)."""
     texts = {name: [] for name in TEXT_COLUMNS}
-    for row in table.select(["status", "panoptic", "detections", "scene_graph", "ocr"]).to_pylist():
+    for row in table.select(list(VERBALIZED_COLUMNS)).to_pylist():
         for name, value in verbalize_row(row, cfg).items():
             texts[name].append(value)
     for name in TEXT_COLUMNS:

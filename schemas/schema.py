@@ -75,6 +75,8 @@ OCR_LINE = pa.struct([
 ])
 
 TEXT_COLUMNS = ("text_ps", "text_owod", "text_sgg", "text_ocr", "text_aux")
+ANNOTATOR_COLUMNS = ("panoptic", "ps_map", "detections", "scene_graph", "ocr")  # what the models write
+VERBALIZED_COLUMNS = ("status", "panoptic", "detections", "scene_graph", "ocr")  # what verbalize_row reads
 
 ANNOTATION_SCHEMA = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),

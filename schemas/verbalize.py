@@ -11,6 +11,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .schema import STATUS_OK
+
 
 class Compat(str, Enum):
     """`none`: correct behaviour. `moai`: reproduce the published quirks (reference §3b)."""
@@ -138,7 +140,7 @@ def combine(text_ps: str, text_owod: str, text_sgg: str, text_ocr: str) -> str:
 
 def verbalize_row(row: dict, cfg: VerbalizeConfig = VerbalizeConfig()) -> dict[str, str | None]:
     """The five text columns for one schema row (all None for an error row)."""
-    if row.get("status") != "ok":
+    if row.get("status") != STATUS_OK:
         return {"text_ps": None, "text_owod": None, "text_sgg": None, "text_ocr": None, "text_aux": None}
     parts = {
         "text_ps": verbalize_panoptic(row.get("panoptic"), cfg),

@@ -19,8 +19,11 @@ import torch
 from PIL import Image
 
 from schemas.image import load_working_image
+from schemas.schema import STATUS_OK
+from schemas.verbalize import clean_name
 
-IGNORE_INDEX = -100
+from .model.sequence import IGNORE_INDEX
+
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_SIZE = 490
 ANNOTATION_COLUMNS = ["image_id", "source", "status", "ps_map", "text_aux"]
@@ -220,7 +223,7 @@ def join_samples(table, conversations: list[dict], tokenizer, image_token_id: in
             report.note("missing_annotation", f"{sample_id}:{image}")
             continue
         used.add(row)
-        if status[row] != "ok":
+        if status[row] != STATUS_OK:
             report.note("error_rows", f"{sample_id}:{image}")
             continue
         if not has_ps[row]:
@@ -367,11 +370,11 @@ def describe_conversations(table, question: str = "What objects are in the image
     (largest first): a self-contained demo set for a corpus that has no conversations of its own."""
     conversations = []
     for row in table.select(["image_id", "status", "panoptic"]).to_pylist():
-        if row["status"] != "ok":
+        if row["status"] != STATUS_OK:
             continue
         names = []
         for seg in sorted(row["panoptic"] or [], key=lambda s: -s["area"]):
-            name = seg["label"].removesuffix("-merged").removesuffix("-other").removesuffix("-stuff")
+            name = clean_name(seg["label"])
             if name not in names:
                 names.append(name)
         conversations.append({"id": row["image_id"], "image": row["image_id"], "conversations": [

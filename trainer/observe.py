@@ -7,18 +7,25 @@ from pathlib import Path
 EXPERTS = ("aux", "other", "self")  # gate columns: w0 X_AUX + w1 X_other + w2 X_SELF (reference §6)
 
 
-def gate_means(gate_weights) -> dict[str, float]:
-    """Mean gate weight per Mixer layer, token kind and expert from the model's {layer: GateWeights}."""
-    means = {}
+def gate_sums(gate_weights) -> dict[int, dict[str, tuple]]:
+    """{layer: {"image"|"language": (sum of the gate rows (3,), number of tokens)}} from the model's
+    {layer: GateWeights}: image tokens all count, language tokens only where the mask is set."""
+    sums = {}
     for layer, weights in (gate_weights or {}).items():
         language_mask = weights.language_mask.bool()
+        sums[layer] = {}
         for kind, values in (("image", weights.image.reshape(-1, weights.image.shape[-1])),  # (B*I, 3)
                              ("language", weights.language[language_mask])):            # (tokens, 3)
-            if values.numel() == 0:
-                continue
-            for name, w in zip(EXPERTS, values.detach().float().mean(0).tolist()):
-                means[f"gates/layer{layer}/{kind}_{name}"] = w
-    return means
+            if values.shape[0]:
+                sums[layer][kind] = (values.detach().float().sum(0).cpu(), values.shape[0])
+    return sums
+
+
+def gate_means(gate_weights) -> dict[str, float]:
+    """Mean gate weight per Mixer layer, token kind and expert, named for TensorBoard."""
+    return {f"gates/layer{layer}/{kind}_{name}": w
+            for layer, sides in gate_sums(gate_weights).items() for kind, (total, n) in sides.items()
+            for name, w in zip(EXPERTS, (total / n).tolist())}
 
 
 class Observer:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -27,8 +26,9 @@ from .checkpoint import (
     checkpoint_dir, latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint,
 )
 from .recipe import TrainConfig, build_model, load_recipe, parse_overrides, stage_config
-from .data import collate, plan_batches
+from .data import IGNORE_INDEX, collate, plan_batches
 from .observe import Observer
+from .schedule import warmup_cosine
 
 FINAL = "final"
 
@@ -171,13 +171,8 @@ class MoAIRecipe:
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * self.total_steps)
         floor = cfg.min_lr / cfg.lr
 
-        def lr_factor(step: int) -> float:  # linear warm-up, then cosine from lr down to min_lr
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, self.total_steps - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, partial(warmup_cosine, total=self.total_steps, warmup=warmup, floor=floor))
 
     # ---- loss step ---------------------------------------------------------------------------
     def _model_inputs(self, batch: dict) -> dict:
@@ -199,7 +194,7 @@ class MoAIRecipe:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step * 1009 + micro)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             output = self.model(**inputs, generator=generator)
-        n_tokens = (batch["labels"] != -100).sum()
+        n_tokens = (batch["labels"] != IGNORE_INDEX).sum()
         return output.loss.float() * n_tokens, output
 
     def _sync_grads(self, last_micro: bool):

@@ -16,6 +16,7 @@ import torch
 
 from schemas.dtypes import check_dtype, torch_dtype
 from schemas.files import replaced_atomically
+from schemas.verbalize import Compat
 
 from ..base import Failed, Requirement, Result, check_device, check_images, models_root, resolve_device, set_offline
 from ..boxes import masks_boxes, normalize_box
@@ -26,7 +27,7 @@ from .config import PSGTRConfig
 from .model import PSGTR
 from .postprocess import PostprocessConfig, TripletResult, postprocess
 
-COMPATS = ("none", "moai")
+COMPATS = tuple(c.value for c in Compat)
 PUBLISHED_DIR = "psgtr_r50"  # under the models root: the converted psgtr_r50_epoch_60.pth
 DTYPES = ("float32", "bfloat16")  # autocast dtypes the parity tests cover
 
@@ -94,7 +95,7 @@ class PSGTRAnnotator:
             self.postprocess_config()  # validates the thresholds
 
         def postprocess_config(self) -> PostprocessConfig:
-            moai = self.compat == "moai"
+            moai = self.compat == Compat.MOAI
             return PostprocessConfig(
                 max_triplets=self.max_triplets, mask_threshold=self.mask_threshold, dedup_iou=self.dedup_iou,
                 object_score_threshold=self.object_score_threshold,
@@ -122,7 +123,7 @@ class PSGTRAnnotator:
         pixels = torch.zeros((len(resized), 3, hp, wp), device=self.device, dtype=dtype)
         for i, r in enumerate(resized):
             x = torch.from_numpy(np.ascontiguousarray(r)).to(self.device).permute(2, 0, 1).float()  # (3, h', w')
-            if self.config.compat == "moai":
+            if self.config.compat == Compat.MOAI:
                 x = x.flip(0)  # MoAI hands RGB to a pipeline that swaps BGR->RGB: the model sees BGR
             pixels[i, :, : r.shape[0], : r.shape[1]] = (x - self.mean[0]) / self.std[0]
         sizes = torch.tensor([r.shape[:2] for r in resized], dtype=torch.long)
@@ -161,7 +162,7 @@ class PSGTRAnnotator:
 
     def scene_graph(self, result: TripletResult) -> dict:
         return to_scene_graph(result, self.info.class_names, self.info.predicate_names,
-                              predicate_from_argmax=self.config.compat == "moai")
+                              predicate_from_argmax=self.config.compat == Compat.MOAI)
 
     def provenance(self) -> dict:
         info = self.info

@@ -9,13 +9,14 @@ steps. Everything else is the trainer's own code: `trainer.data` joins and token
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from trainer.data import IGNORE_INDEX, collate, plan_batches
+from trainer.observe import gate_sums
+from trainer.schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,6 @@ def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, sta
     return plan[:total]
 
 
-def cosine(step: int, total: int, warmup: int, floor: float) -> float:
-    """Linear warm-up, then cosine from 1 down to `floor` (as the trainer's schedule)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, log=print) -> list[float]:
     """One stage: set_stage, LM unfrozen, AdamW + warm-up cosine; returns the per-step losses."""
     model.set_stage(stage)
@@ -96,7 +89,7 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
     model.train()
     for step, indices in enumerate(plan):
         for group, lr in zip(optimizer.param_groups, base):
-            group["lr"] = lr * cosine(step, len(plan), warmup, budget.min_lr / lr)
+            group["lr"] = lr * warmup_cosine(step, len(plan), warmup, budget.min_lr / lr)
         batch = model_inputs(collate([dataset[i] for i in indices], pad_token_id))
         # stage-1 expert draws depend only on (seed, stage, step): the same in every arm
         generator = torch.Generator().manual_seed(budget.seed * 1_000_003 + stage * 100_003 + step)
@@ -199,17 +192,13 @@ def gate_weights(model, dataset, pad_token_id: int, batch_size: int = 32) -> dic
     for start in range(0, len(dataset), batch_size):
         batch = model_inputs(collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))],
                                      pad_token_id))
-        out = model(**batch)
-        for layer, weights in out.gate_weights.items():
-            s = sums.setdefault(layer, {"image": torch.zeros(3), "language": torch.zeros(3)})
-            c = counts.setdefault(layer, {"image": 0.0, "language": 0.0})
-            s["image"] += weights.image.float().reshape(-1, 3).sum(0)
-            c["image"] += weights.image.shape[0] * weights.image.shape[1]
-            mask = weights.language_mask.bool()
-            s["language"] += weights.language[mask].float().sum(0)
-            c["language"] += float(mask.sum())
-    return {layer: {side: (sums[layer][side] / max(counts[layer][side], 1)).tolist() for side in ("image", "language")}
-            for layer in sorted(sums)}
+        for layer, sides in gate_sums(model(**batch).gate_weights).items():
+            for side, (total, n) in sides.items():
+                sums.setdefault(layer, {}).setdefault(side, torch.zeros(3)).add_(total)
+                counts.setdefault(layer, {}).setdefault(side, 0.0)
+                counts[layer][side] += n
+    return {layer: {side: (sums[layer].get(side, torch.zeros(3)) / max(counts[layer].get(side, 0), 1)).tolist()
+                    for side in ("image", "language")} for layer in sorted(sums)}
 
 
 @torch.no_grad()
