@@ -9,34 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from schemas import Compat, SchemaError, VerbalizeConfig, parquet_files, read_annotations, read_provenance
-from schemas.io import unreadable_file
+from schemas import Compat, SchemaError, VerbalizeConfig, read_provenance
+from schemas.io import checked_files, one_line, unreadable_file
 from schemas.schema import PROVENANCE_KEY, STATUS_ERROR, STATUS_OK
 
 ERROR_PREFIX_CHARS = 60
-
-
-def check_output(path: str | Path) -> list[Path]:
-    """The data files of `path`, each checked against the contract; SchemaError otherwise."""
-    read_annotations(path, columns=["status"])  # validates every file's schema, reads one column
-    return parquet_files(path)
-
-
-def one_line(exc: Exception) -> str:
-    return " ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())
-
-
-def verbalize_config(provenance: dict) -> VerbalizeConfig:
-    """The thresholds the texts were made with: from provenance after a reverbalize, else MoAI's."""
-    recorded = provenance.get("verbalization") or {}
-    known = {f.name for f in fields(VerbalizeConfig)}
-    return VerbalizeConfig(**{k: v for k, v in recorded.items() if k in known})
 
 
 def error_kind() -> pl.Expr:
@@ -151,9 +133,9 @@ def provenance_report(files: list[Path]) -> dict:
 
 def summarize(path: str | Path) -> dict:
     """Everything `inspect` reports, as plain JSON-able data."""
-    files = check_output(path)
+    files = checked_files(path)
     prov = provenance_report(files)
-    cfg = verbalize_config(prov["provenance"])
+    cfg = VerbalizeConfig.recorded(prov["provenance"])
     lf = pl.scan_parquet([str(f) for f in files])
     errors = lf.filter(pl.col("status") == STATUS_ERROR)
     try:

@@ -19,10 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from schemas import STATUS_OK, SchemaError, annotation_schema, read_provenance
-from schemas.io import unreadable_file
+from schemas import STATUS_OK, SchemaError, VerbalizeConfig, annotation_schema, read_provenance
+from schemas.io import checked_files, one_line, unreadable_file
 
-from .inspect import check_output, one_line, verbalize_config
 from .render import RenderConfig, Renderer, load_photo
 
 PAGE = """<!doctype html>
@@ -129,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side < 32:
         parser.error(f"--max-side must be >= 32 pixels, got {args.max_side}")
     try:
-        files = check_output(args.output)
+        files = checked_files(args.output)
         ids = choose_ids(files, args.ids, args.sample, args.seed)
         rows = read_rows(files, ids)
     except (SchemaError, LookupError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    config = RenderConfig(max_side=args.max_side, verbalize=verbalize_config(read_provenance(files[0])))
+    config = RenderConfig(max_side=args.max_side, verbalize=VerbalizeConfig.recorded(read_provenance(files[0])))
     page = write_gallery(rows, Path(args.out), Renderer(config),
                          title=f"{args.output}: {len(ids)} image(s)", source_root=args.source_root)
     print(f"wrote {len(ids)} picture(s) to {Path(args.out) / 'images'} and the gallery {page}")

@@ -87,6 +87,18 @@ def row_problems(table: pa.Table, limit: int = 10) -> list[str]:
     return problems
 
 
+def checked_files(path: str | os.PathLike) -> list[Path]:
+    """The data files of `path`, each checked against the contract (schema, version, row rules,
+    readable data pages) by reading one column; SchemaError otherwise."""
+    read_annotations(path, columns=["status"])
+    return parquet_files(path)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, for a command's `error:` line."""
+    return " ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())
+
+
 def read_provenance(path: str | os.PathLike) -> dict:
     """The provenance JSON of one annotation file (or of the first file of a directory)."""
     meta = pq.read_schema(parquet_files(path)[0]).metadata or {}

@@ -5,7 +5,7 @@ and `reverbalize` (from stored rows). Inputs are rows shaped by `schemas.schema`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Iterable, Sequence
 
@@ -37,6 +37,13 @@ class VerbalizeConfig:
         if self.sgg_max_relations < 0:
             raise ValueError(f"sgg_max_relations must be >= 0, got {self.sgg_max_relations!r}")
         object.__setattr__(self, "compat", Compat(self.compat))
+
+    @classmethod
+    def recorded(cls, provenance: dict) -> "VerbalizeConfig":
+        """The thresholds an output's texts were made with: from its provenance after a reverbalize,
+        else MoAI's defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (provenance.get("verbalization") or {}).items() if k in known})
 
 
 BOX_PREAMBLE = "The image includes bounding box coordinates and their objects: "
