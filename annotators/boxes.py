@@ -1,4 +1,4 @@
-"""Boxes from segment masks, with detectron2's edge semantics (reference §3).
+"""Boxes from segment masks, with detectron2's edge semantics (docs/moai.md §3).
 
 detectron2's `BitMasks.get_bounding_boxes` returns [x0, y0, x1, y1] with x1 = last occupied
 column + 1 and y1 = last occupied row + 1 (a one-pixel mask at (r, c) has box [c, r, c+1, r+1]),

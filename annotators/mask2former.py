@@ -1,4 +1,4 @@
-"""Panoptic segmentation with transformers' Mask2Former, at MoAI's settings (reference §2).
+"""Panoptic segmentation with transformers' Mask2Former, at MoAI's settings (docs/moai.md §2).
 
 `post_process_panoptic_segmentation(threshold=0.5, mask_threshold=0.95, label_ids_to_fuse=())`
 at the working size; boxes from the segment masks with detectron2's edges (annotators.boxes).

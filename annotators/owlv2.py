@@ -1,4 +1,4 @@
-"""Open-world detection with transformers' OWLv2, at MoAI's settings (reference §2).
+"""Open-world detection with transformers' OWLv2, at MoAI's settings (docs/moai.md §2).
 
 Queries are the vocabulary's bare names (no prompt template); `post_process_object_detection
 (threshold=0.1)` at the working size; no extra NMS; boxes not clipped. The published code

@@ -1,6 +1,6 @@
 """The panoptic segment-id map: stored as lossless PNG, coloured as MoAI does when read.
 
-reference §4: ids <= 0 -> 0, coloured by the PASCAL VOC bit-interleaved colormap of 134
+docs/moai.md §4: ids <= 0 -> 0, coloured by the PASCAL VOC bit-interleaved colormap of 134
 entries indexed by segment id (not class).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MoAI's verbalization of CV outputs, byte-identical to the published prompts.
 
-See moai-reference §3. One module, used by the pipeline (at write time) and by the trainer
+See docs/moai.md §3. One module, used by the pipeline (at write time) and by the trainer
 and `reverbalize` (from stored rows). Inputs are rows shaped by `schemas.schema`.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .schema import STATUS_OK
 
 
 class Compat(str, Enum):
-    """`none`: correct behaviour. `moai`: reproduce the published quirks (reference §3b)."""
+    """`none`: correct behaviour. `moai`: reproduce the published quirks (docs/moai.md §3b)."""
     NONE = "none"
     MOAI = "moai"
 

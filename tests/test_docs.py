@@ -60,3 +60,19 @@ def test_named_repository_paths_exist(page):
             if not found:
                 missing.append(name)
     assert not missing, f"{page.relative_to(REPO)} names paths that do not exist: {sorted(set(missing))}"
+
+
+def test_section_citations_in_code_exist():
+    """Code comments cite `docs/PAGE.md §N`: the page must have a `§N.` heading."""
+    cite = re.compile(r"docs/([\w-]+\.md) ((?:§[0-9b]+(?:[-–, ]+)?)+)")
+    missing = []
+    for path in [*REPO.glob("*/**/*.py"), *REPO.glob("*/**/*.yaml"), *REPO.glob("docs/*.md")]:
+        if ".venv" in path.parts:
+            continue
+        for page, sections in cite.findall(path.read_text(errors="replace")):
+            target = REPO / "docs" / page
+            headings = target.read_text() if target.is_file() else ""
+            for section in re.findall(r"§([0-9b]+)", sections):
+                if not re.search(rf"^#+ §{section}\. ", headings, flags=re.M):
+                    missing.append(f"{path.relative_to(REPO)}: docs/{page} §{section}")
+    assert not missing, missing

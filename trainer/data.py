@@ -1,7 +1,7 @@
 """Training data: the pipeline's annotation Parquet joined with a LLaVA/ShareGPT4V conversation JSON.
 
 One sample = one conversation. Its image is found in the annotations (by `image_id`, else by the
-end of `source`), the photo is read from the row's `source` and squashed to 490x490 (reference §1),
+end of `source`), the photo is read from the row's `source` and squashed to 490x490 (docs/moai.md §1),
 the panoptic map comes from `ps_map` and the auxiliary text from `text_aux`. Nothing is dropped
 silently: conversations whose image is not annotated, whose row is an error, that have no image, or
 that are too long are counted in a `JoinReport` that the CLI prints and writes next to its output.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-EXPERTS = ("aux", "other", "self")  # gate columns: w0 X_AUX + w1 X_other + w2 X_SELF (reference §6)
+EXPERTS = ("aux", "other", "self")  # gate columns: w0 X_AUX + w1 X_other + w2 X_SELF (docs/moai.md §6)
 
 
 def gate_sums(gate_weights) -> dict[int, dict[str, tuple]]:

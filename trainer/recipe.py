@@ -20,7 +20,7 @@ DATA_KEYS = ("annotations", "conversations", "cache", "max_length", "prompt")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one stage. Defaults are the published MoAI setup (reference §7) where it has one."""
+    """Settings of one stage. Defaults are the published MoAI setup (docs/moai.md §7) where it has one."""
     output_dir: str
     seed: int = 0
     micro_batch_size: int = 1        # per process

@@ -1,4 +1,4 @@
-"""The PSGTR architecture's sizes (spec §1), validated, and stored beside converted weights."""
+"""The PSGTR architecture's sizes (R50 as published by default), validated, and stored beside converted weights."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

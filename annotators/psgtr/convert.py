@@ -1,4 +1,4 @@
-"""Convert OpenPSG's `psgtr_r50_epoch_60.pth` (mmdet, spec §4) into our model folder (checkpoint.py).
+"""Convert OpenPSG's `psgtr_r50_epoch_60.pth` (an mmdet checkpoint, 585 tensors) into our model folder (checkpoint.py).
 
     python -m annotators.psgtr.convert psgtr_r50_epoch_60.pth models/psgtr_r50 [--sha256 published]
         [--classes moai:coco_panoptic] [--predicates moai:psg_predicates]   # the shipped lists

@@ -1,4 +1,4 @@
-"""PSGTR's mask branch (spec §1): a per-query attention map over the encoder memory, then a small
+"""PSGTR's mask branch: a per-query attention map over the encoder memory, then a small
 FPN-style conv head on [src, attention maps] fed by C4/C3/C2. Run once for subjects, once for objects.
 
 Every query's mask is computed independently (GroupNorm is per sample), so the queries are

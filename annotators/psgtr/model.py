@@ -1,5 +1,5 @@
-"""PSGTR at inference (spec §1): torchvision ResNet, post-norm DETR encoder/decoder with triplet
-queries, subject/object/predicate heads and both mask branches. Plain PyTorch, no mmdet.
+"""PSGTR at inference, as OpenPSG builds it: torchvision ResNet, post-norm DETR encoder/decoder with
+triplet queries, subject/object/predicate heads and both mask branches. Plain PyTorch, no mmdet.
 
 Parameter names follow the published checkpoint after `convert.py`'s renaming; attention blocks
 are `nn.MultiheadAttention` (in_proj/out_proj load unchanged, SDPA underneath).

@@ -1,5 +1,5 @@
-"""PSGTR post-processing for one image (spec §3): top-k triplets by predicate probability,
-mask-IoU triplet dedup, keep filter, stuff/thing merging, pixel-argmax survival.
+"""PSGTR post-processing for one image, as OpenPSG's `get_bboxes` computes it: top-k triplets by
+predicate probability, mask-IoU triplet dedup, keep filter, stuff/thing merging, pixel-argmax survival.
 
 Reproduces OpenPSG's `_get_bboxes_single` + `triplet2Result(eval_pan_rels=True)` exactly
 (shared/fixtures/psgtr) when `PostprocessConfig(class_131_quirk=True, mask_resize="stretch")`.

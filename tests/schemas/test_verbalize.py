@@ -1,4 +1,4 @@
-"""Golden tests: expected strings are written by hand from moai-reference §3."""
+"""Golden tests: expected strings are written by hand from docs/moai.md §3."""
 import pytest
 
 from schemas.verbalize import (

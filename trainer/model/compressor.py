@@ -1,6 +1,6 @@
 """MoAI-Compressor: a Flamingo-style Perceiver Resampler with a padding mask over the aux tokens.
 
-reference §5: latents (init N(0,1)) attend to [LN(aux); LN(latents)]; no attention biases;
+docs/moai.md §5: latents (init N(0,1)) attend to [LN(aux); LN(latents)]; no attention biases;
 FF = LN -> Linear -> GELU -> Linear; a final LayerNorm. The published code has no mask (batch 1).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MoAIConfig: what the MoAI wrapper needs to build itself around two local backbones.
 
-Sizes default to the published MoAI-7B (reference §5-§7); `tiny_config` in tiny.py shrinks them.
+Sizes default to the published MoAI-7B (docs/moai.md §5-§7); `tiny_config` in tiny.py shrinks them.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class MoAIConfig:
     mixer_layers: 0-based decoder layers that get a Mixer; None = every 8th (7, 15, 23, 31 of 32);
         () = no Mixer and no Compressor: the LLaVA-style baseline (CLIP -> connector -> LM).
     compat: 'none' normalizes the PS colour map correctly; 'moai' reproduces the published quirk
-        (colour map in [0, 1] normalized as if 0-255, reference §4).
+        (colour map in [0, 1] normalized as if 0-255, docs/moai.md §4).
     trust_remote_code: only for LMs shipped as remote code (InternLM2); never turned on implicitly.
     """
 

@@ -1,4 +1,4 @@
-"""The MLP connector from CLIP features to the LM's width (reference §7): Linear, GELU, Linear."""
+"""The MLP connector from CLIP features to the LM's width (docs/moai.md §7): Linear, GELU, Linear."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,6 @@
 """One MoAI expert: multi-head attention whose projections are low-rank, with the residual inside.
 
-reference §6: q, k, v, o are each Linear(d -> r) -> Linear(r -> d) without bias; GELU after q, k, v
+docs/moai.md §6: q, k, v, o are each Linear(d -> r) -> Linear(r -> d) without bias; GELU after q, k, v
 and after o; softmax attention; output = query + attention output.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where a Mixer goes in a Hugging Face causal LM, and how it rewrites the normed hidden states.
 
-reference §6: the Mixer acts on the output of the pre-attention norm of chosen decoder layers; the
+docs/moai.md §6: the Mixer acts on the output of the pre-attention norm of chosen decoder layers; the
 mixed states replace what self-attention reads, the residual stream is untouched. A forward hook on
 the norm does exactly that without copying or subclassing the LM.
 """

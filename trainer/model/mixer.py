@@ -1,4 +1,4 @@
-"""MoAI-Mixer: six low-rank attention experts and two gates (reference §6).
+"""MoAI-Mixer: six low-rank attention experts and two gates (docs/moai.md §6).
 
 Image tokens are mixed from I_AUX (-> compressed aux), I_LANG (-> language) and I_SELF; language
 tokens from L_AUX, L_IMG and L_SELF. Stage 1 draws one expert per side per forward (no gates);

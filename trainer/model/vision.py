@@ -1,6 +1,6 @@
 """The frozen vision path: CLIP ViT at 490 px (35x35 patches) for the photo and the PS colour map.
 
-reference §4, §7: position embeddings interpolated once to the larger grid, last layer, CLS dropped.
+docs/moai.md §4, §7: position embeddings interpolated once to the larger grid, last layer, CLS dropped.
 The PS map is coloured with the VOC colormap by segment id and fed through the same tower.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PixelPreprocessor:
         return self.processor(images=batch, return_tensors="pt")["pixel_values"].float().to(_device_of(images))
 
     def ps_maps(self, ps_ids) -> torch.Tensor:
-        """(B, H, W) segment ids -> (B, 3, S, S) float32 of the VOC-coloured map (reference §4)."""
+        """(B, H, W) segment ids -> (B, 3, S, S) float32 of the VOC-coloured map (docs/moai.md §4)."""
         maps = [_to_numpy(ps) for ps in ps_ids]
         out = []
         for ps in maps:

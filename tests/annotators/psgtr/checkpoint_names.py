@@ -1,5 +1,5 @@
-"""A state dict in the published checkpoint's naming, built from spec §4.2's key table (not from our
-module), with random values: what the converter must accept."""
+"""A state dict in the published checkpoint's naming, built from its key table (OpenPSG's mmcv-1.x
+names, in saved order; not from our module), with random values: what the converter must accept."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -74,6 +74,6 @@ def published_state_dict(naming: str = "mmcv", seed: int = 0) -> "OrderedDict[st
 
 
 def moai_names(state: dict) -> "OrderedDict[str, torch.Tensor]":
-    """MoAI's load-time renaming of the mmcv-1.x names (spec §4.3)."""
+    """MoAI's load-time renaming of the mmcv-1.x names (mmcv 1.x -> 2.x)."""
     return OrderedDict((k.replace(".attentions.0.", ".self_attn.").replace(".ffns.0.", ".ffn.")
                         .replace(".attentions.1.", ".cross_attn."), v) for k, v in state.items())

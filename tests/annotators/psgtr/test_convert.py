@@ -1,4 +1,4 @@
-"""Checkpoint converter on a state dict in the published naming (spec §4.2), random values."""
+"""Checkpoint converter on a state dict in the published naming (OpenPSG's mmcv-1.x keys), random values."""
 import json
 import pickle
 

@@ -19,7 +19,7 @@ def forward(model, pixels, sizes, **kw):
 
 
 def test_published_architecture_shapes():
-    """ResNet-50 PSGTR: 585 tensors, 44,437,695 parameters (spec §4.1); output shapes at a small input."""
+    """ResNet-50 PSGTR: 585 tensors, 44,437,695 parameters (the published checkpoint); output shapes at a small input."""
     model = PSGTR(PSGTRConfig()).eval()
     state = model.state_dict()
     assert len(state) == 585
@@ -33,7 +33,7 @@ def test_published_architecture_shapes():
 def test_padding_mask_follows_spec():
     pixels = torch.zeros(2, 3, 64, 96)
     mask = PSGTR.padding_mask(pixels, torch.tensor([[50, 70], [32, 32]]), (2, 3))
-    assert not mask[0].any()  # padded to a multiple of 32: no stride-32 cell is padding (spec §1)
+    assert not mask[0].any()  # padded to a multiple of 32: no stride-32 cell is padding
     assert mask[1].tolist() == [[False, True, True], [True, True, True]]
 
 

@@ -1,4 +1,4 @@
-"""PSGTR post-processing against the original OpenPSG outputs (shared/fixtures/psgtr, spec §3)."""
+"""PSGTR post-processing against the original OpenPSG outputs (the original code's outputs in the shared reference data, `fixtures/psgtr`)."""
 import json
 import subprocess
 import sys
