@@ -100,3 +100,16 @@ def test_missing_field_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "ai2d_test.json").write_text(json.dumps([{"imageName": "x.png", "question": "?"}]))
     assert cli(["evaluate", "prepare", "--benchmark", "ai2d", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not ai2d's official layout" in capsys.readouterr().err
+
+
+def test_demo_benchmark_is_pope_layout_over_the_demo_images_present(tmp_path):
+    from trainer.evaluate.demo import main as demo
+    for name in ("bus.jpg", "chelsea.jpg", "sign_exit.png"):  # zidane.jpg etc. absent: left out
+        layouts.photo(tmp_path / "corpus" / name)
+    assert demo(["--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "pope")]) == 0
+    assert cli(["evaluate", "prepare", "--benchmark", "pope", "--data", str(tmp_path / "pope"),
+                "--image-root", str(tmp_path / "corpus"), "--out", str(tmp_path / "o")]) == 0
+    qs, ids = prepared(tmp_path / "o")
+    assert ids == {"bus.jpg", "chelsea.jpg", "sign_exit.png"} and len(qs) == 6
+    assert [q["answer"] for q in qs.values()] == ["yes", "no"] * 3
+    assert qs["random/1"]["prompt"].startswith("Is there a bus in the image?")
