@@ -112,4 +112,4 @@ def test_demo_benchmark_is_pope_layout_over_the_demo_images_present(tmp_path):
     qs, ids = prepared(tmp_path / "o")
     assert ids == {"bus.jpg", "chelsea.jpg", "sign_exit.png"} and len(qs) == 6
     assert [q["answer"] for q in qs.values()] == ["yes", "no"] * 3
-    assert qs["random/1"]["prompt"].startswith("Is there a bus in the image?")
+    assert qs["random/1"]["prompt"].startswith("Is there a cat in the image?") and qs["random/1"]["image_id"] == "chelsea.jpg"
