@@ -15,41 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import BENCHMARKS, benchmark
 from .common import read_jsonl
+from ..generate import answer_batch
 
 PREDICTIONS = "predictions.jsonl"
 REPORT = "run_report.json"
-
-
-def answer_batch(model, items: list[dict], prompt, max_new_tokens: int) -> list[str]:
-    """Greedy answers to items {prompt, source, ps_map, text_aux}: prompts left-padded, auxiliary
-    text right-padded with an empty one as one masked pad (as training's collate does)."""
-    from trainer.data import generation_prompt, load_image, load_ps_ids
-    tok, size = model.tokenizer, model.config.image_size
-    device = next(model.parameters()).device
-    ids = [generation_prompt(it["prompt"], tok, model.image_token_id, prompt) for it in items]
-    auxes = [tok(it["text_aux"] or "", add_special_tokens=False)["input_ids"] for it in items]
-    B, T, A = len(items), max(map(len, ids)), max(max(map(len, auxes)), 1)
-    input_ids = torch.full((B, T), tok.pad_token_id, dtype=torch.long)        # (B, T), left-padded
-    attention = torch.zeros((B, T), dtype=torch.long)
-    aux = torch.full((B, A), tok.pad_token_id, dtype=torch.long)              # (B, A), right-padded
-    aux_mask = torch.zeros((B, A), dtype=torch.long)
-    for b, (x, a) in enumerate(zip(ids, auxes)):
-        input_ids[b, T - len(x):], attention[b, T - len(x):] = torch.tensor(x), 1
-        if a:
-            aux[b, :len(a)], aux_mask[b, :len(a)] = torch.tensor(a), 1
-    images = torch.from_numpy(np.stack([load_image(it["source"], size) for it in items])).to(device)
-    ps_ids = torch.from_numpy(np.stack([load_ps_ids(it["ps_map"], size) for it in items])).to(device)
-    with torch.inference_mode():
-        out = model.generate(input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
-                             aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device),
-                             pixel_values=model.image_pixel_values(images),
-                             ps_pixel_values=model.ps_pixel_values(ps_ids))
-    return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
 
 def plan(questions: list[dict], table, done: set[str]) -> tuple[list[dict], dict[str, list[str]]]:

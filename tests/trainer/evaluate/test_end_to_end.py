@@ -19,7 +19,9 @@ def test_prepare_annotate_run_score(ray_here, tiny_root, tmp_path, capsys):
                          "--set", f"tiny_workdir={tmp_path / 'tiny-models'}"]) == 0
     assert set(read_annotations(prepared / "annotations").column("status").to_pylist()) == {"ok"}
     model = tmp_path / "model"
-    build_model({"tiny": str(tiny_root), "image_size": 112}).save_pretrained(model)
+    tiny = build_model({"tiny": str(tiny_root), "image_size": 112})
+    tiny.set_stage(2)  # a stage-2 checkpoint, as `trainer train --stage 2` writes
+    tiny.save_pretrained(model)
 
     results = tmp_path / "results"
     assert cli(["evaluate", "run", "--benchmark", "pope", "--questions", str(prepared / "questions.jsonl"),

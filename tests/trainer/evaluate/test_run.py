@@ -16,7 +16,9 @@ def setup(tmp_path_factory, tiny_root):
     root = tmp_path_factory.mktemp("evaluate-run")
     write_corpus(root, n_images=3)  # img0..img2.png annotated, broken.png an error row
     model_dir = root / "model"
-    build_model({"tiny": str(tiny_root), "image_size": 112}).save_pretrained(model_dir)
+    model = build_model({"tiny": str(tiny_root), "image_size": 112})
+    model.set_stage(2)  # as `trainer train --stage 2` leaves it: deterministic answers
+    model.save_pretrained(model_dir)
     prompts = ["Is there a circle in the image?", "Is there a red square in the image? Look closely.", "Is it?"]
     qs = [question(f"random/{i}", f"img{i % 3}.png", f"{prompts[i % 3]}\nAnswer briefly.", answer="yes",
                    split="random") for i in range(5)]
@@ -36,15 +38,22 @@ def test_batched_answers_equal_single_answers(setup, tiny_root, one_thread):
     from trainer.evaluate.run import answer_batch, plan
     root, _ = setup
     model = build_model({"tiny": str(tiny_root), "image_size": 112}).eval()
-    with torch.no_grad():  # a random LM at init scale says the same thing to every prompt; louder, it does not
-        for p in model.lm.parameters():
-            if p.dim() == 2:
-                p.mul_(10)
+    model.set_stage(2)  # stage 1 draws its experts at random on every call
     todo, _ = plan(read_jsonl(root / "questions.jsonl"), read_annotations(root / "annotations",
                                                                          columns=ANNOTATION_COLUMNS), set())
-    single = [answer_batch(model, [it], PromptFormat(), 6)[0] for it in todo]
-    assert len(set(single)) == 3  # one answer per distinct (image, prompt): the comparison has teeth
-    assert answer_batch(model, todo, PromptFormat(), 6) == single  # left / aux padding change nothing
+    scores, generate = [], model.lm.generate
+
+    def keep_scores(**kwargs):  # the first step's logits too
+        out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        scores.append(out.scores[0])
+        return out.sequences
+    model.lm.generate = keep_scores
+    single = [answer_batch(model, [it], PromptFormat(), 4)[0] for it in todo]
+    batched = answer_batch(model, todo, PromptFormat(), 4)
+    alone, together = torch.cat(scores[:-1]), scores[-1]                   # (5, V) each
+    assert (alone[0] - alone[2]).abs().max() > 1e-3  # other image and prompt, other logits: the check has teeth
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)  # left / aux padding change nothing
+    assert batched == single
 
 
 def test_run_answers_in_batches_and_reports_skips(setup, tmp_path, one_thread):
