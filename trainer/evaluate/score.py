@@ -17,6 +17,10 @@ def score(name: str, questions: list[dict], answers: dict[str, str]) -> dict[str
     other = {q.get("benchmark", name) for q in questions} - {name}
     if other:
         raise ValueError(f"the questions were prepared for {sorted(other)}, not {name!r}")
+    keyless = [q["question_id"] for q in questions if q.get("answer") is None]
+    if keyless:
+        raise ValueError(f"{len(keyless)} questions have no answer key (e.g. {keyless[0]!r}: a test split?); "
+                         "score those on the benchmark's own server")
     scores = benchmark(name).score(questions, answers)
     scores["questions"] = float(len(questions))
     scores["missing_predictions"] = float(sum(q["question_id"] not in answers for q in questions))

@@ -13,6 +13,10 @@ CHOICE = "Answer with the option's letter from the given choices directly."
 SHORT = "Answer the question using a single word or phrase."
 
 
+def prep(benchmark, data, out, *extra):
+    return cli(["evaluate", "prepare", "--benchmark", benchmark, "--data", str(data), "--out", str(out), *extra])
+
+
 def prepared(out):
     manifest = list(csv.DictReader(open(out / "manifest.csv")))
     for row in manifest:  # every image the pipeline will read is a decodable file
@@ -34,7 +38,7 @@ def test_pope(tmp_path, capsys):
 
 def test_mme_both_folder_layouts(tmp_path):
     base = layouts.write_mme(tmp_path)
-    assert cli(["evaluate", "prepare", "--benchmark", "mme", "--data", str(base), "--out", str(tmp_path / "o")]) == 0
+    assert prep("mme", base, tmp_path / "o") == 0
     qs, ids = prepared(tmp_path / "o")
     assert len(qs) == 6 and ids == {"existence__000000006040.jpg", "artwork__10002.jpg", "code_reasoning__0001.png"}
     q = qs["artwork/10002.jpg/1"]
@@ -43,7 +47,7 @@ def test_mme_both_folder_layouts(tmp_path):
 
 def test_textvqa(tmp_path):
     data, images = layouts.write_textvqa(tmp_path)
-    assert cli(["evaluate", "prepare", "--benchmark", "textvqa", "--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert prep("textvqa", data, tmp_path / "o") == 0
     qs, ids = prepared(tmp_path / "o")
     assert ids == {"003a8ae2ef43b901.jpg"}
     assert qs["34602"]["prompt"] == f"what is written on the sign?\n{SHORT}" and len(qs["34602"]["answer"]) == 10
@@ -51,7 +55,7 @@ def test_textvqa(tmp_path):
 
 def test_mmbench_circular_copies_share_one_image(tmp_path):
     data = layouts.write_mmbench(tmp_path)
-    assert cli(["evaluate", "prepare", "--benchmark", "mmbench", "--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert prep("mmbench", data, tmp_path / "o") == 0
     qs, ids = prepared(tmp_path / "o")
     assert len(qs) == 3 and len(ids) == 2  # the copy points at index 7's image
     assert qs["7"]["image_id"] == qs["1000007"]["image_id"]
@@ -62,7 +66,7 @@ def test_mmbench_circular_copies_share_one_image(tmp_path):
 
 def test_seed_image_questions_only(tmp_path):
     data, images = layouts.write_seed(tmp_path)
-    assert cli(["evaluate", "prepare", "--benchmark", "seed", "--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert prep("seed", data, tmp_path / "o") == 0
     qs, _ = prepared(tmp_path / "o")
     assert list(qs) == ["101669"]
     assert qs["101669"]["prompt"] == ("What shape is in the image?\nA. circle B. square C. triangle D. star\n"
@@ -71,7 +75,7 @@ def test_seed_image_questions_only(tmp_path):
 
 def test_scienceqa_test_questions_with_an_image(tmp_path):
     root = layouts.write_scienceqa(tmp_path / "sqa")
-    assert cli(["evaluate", "prepare", "--benchmark", "scienceqa", "--data", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert prep("scienceqa", root, tmp_path / "o") == 0
     qs, ids = prepared(tmp_path / "o")
     assert list(qs) == ["5"] and ids == {"5_image.png"}
     assert qs["5"]["prompt"] == f"Context: A child drew a shape.\nWhich shape is this?\nA. square\nB. circle\n{CHOICE}"
@@ -80,7 +84,7 @@ def test_scienceqa_test_questions_with_an_image(tmp_path):
 
 def test_ai2d(tmp_path):
     data = layouts.write_ai2d(tmp_path)
-    assert cli(["evaluate", "prepare", "--benchmark", "ai2d", "--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert prep("ai2d", data, tmp_path / "o") == 0
     qs, _ = prepared(tmp_path / "o")
     assert qs["4.png-0"]["prompt"] == (f"Which shape is drawn?\nA. circle\nB. square\nC. triangle\nD. star\n\n{CHOICE}")
     assert qs["4.png-0"]["answer"] == "C"
@@ -98,7 +102,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, m
 
 def test_missing_field_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "ai2d_test.json").write_text(json.dumps([{"imageName": "x.png", "question": "?"}]))
-    assert cli(["evaluate", "prepare", "--benchmark", "ai2d", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert prep("ai2d", tmp_path, tmp_path / "o") == 2
     assert "not ai2d's official layout" in capsys.readouterr().err
 
 
@@ -112,4 +116,5 @@ def test_demo_benchmark_is_pope_layout_over_the_demo_images_present(tmp_path):
     qs, ids = prepared(tmp_path / "o")
     assert ids == {"bus.jpg", "chelsea.jpg", "sign_exit.png"} and len(qs) == 6
     assert [q["answer"] for q in qs.values()] == ["yes", "no"] * 3
-    assert qs["random/1"]["prompt"].startswith("Is there a cat in the image?") and qs["random/1"]["image_id"] == "chelsea.jpg"
+    assert qs["random/1"]["prompt"].startswith("Is there a cat in the image?")
+    assert qs["random/1"]["image_id"] == "chelsea.jpg"

@@ -108,3 +108,9 @@ def test_score_file_reports_missing_predictions_and_refuses_another_benchmark(tm
     assert got["missing_predictions"] == 1.0 and got["random/accuracy"] == 0.5 and got["questions"] == 2.0
     with pytest.raises(ValueError, match="prepared for"):
         score("mme", qs, {})
+
+
+def test_questions_without_an_answer_key_are_not_scored():
+    qs = [{**question(7, "i.png", "?", answer=None, options=OPTIONS, group=7), "benchmark": "mmbench"}]
+    with pytest.raises(ValueError, match="no answer key"):
+        score("mmbench", qs, {"7": "A"})
