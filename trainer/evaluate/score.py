@@ -21,6 +21,10 @@ def score(name: str, questions: list[dict], answers: dict[str, str]) -> dict[str
     if keyless:
         raise ValueError(f"{len(keyless)} questions have no answer key (e.g. {keyless[0]!r}: a test split?); "
                          "score those on the benchmark's own server")
+    ids = {q["question_id"] for q in questions}
+    if answers and not ids & set(answers):
+        raise ValueError(f"none of the {len(answers)} predictions is for a question here (their ids look like "
+                         f"{next(iter(answers))!r}, the questions' like {next(iter(ids))!r})")
     scores = benchmark(name).score(questions, answers)
     scores["questions"] = float(len(questions))
     scores["missing_predictions"] = float(sum(q["question_id"] not in answers for q in questions))

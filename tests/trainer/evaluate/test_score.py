@@ -114,3 +114,9 @@ def test_questions_without_an_answer_key_are_not_scored():
     qs = [{**question(7, "i.png", "?", answer=None, options=OPTIONS, group=7), "benchmark": "mmbench"}]
     with pytest.raises(ValueError, match="no answer key"):
         score("mmbench", qs, {"7": "A"})
+
+
+def test_predictions_for_other_ids_are_an_error_not_a_zero():
+    qs = [{**question("random/1", "x.jpg", "?", answer="yes", split="random"), "benchmark": "pope"}]
+    with pytest.raises(ValueError, match="ids look like '1', the questions' like 'random/1'"):
+        score("pope", qs, {"1": "yes"})
