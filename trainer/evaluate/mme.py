@@ -2,7 +2,9 @@
 one folder per subtask holding either `images/` + `questions_answers_YN/` or the images and their
 same-named `.txt` side by side; each `.txt` line is "question<TAB>Yes|No".
 
-Prompt (MoAI): the question as written (it ends with "Please answer yes or no."); 5 new tokens.
+Prompt (MoAI, which reads LLaVA's `llava_mme.json`): the question without its closing "Please answer
+yes or no.", then "\nAnswer the question using a single word or phrase."; 5 new tokens. (MoAI's
+scorer strips that suffix and puts "Please answer yes or no." back to find the answer key.)
 Scoring (MME's `calculation.py`): the lower-cased answer is yes/no if it is exactly that, else the
 first of "yes" / "no" found in its first 4 characters, else "other" (wrong). Per subtask: acc =
 right questions, acc+ = images with both questions right, both x100; score = acc + acc+;
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import question
+from .common import SUFFIX_SHORT, question
 
 NAME = "mme"
 MAX_NEW_TOKENS = 5
@@ -39,7 +41,8 @@ def read(data: Path, image_root: Path | None):
                 q, _, ans = line.rpartition("\t")
                 if not q:
                     raise ValueError(f"{text}: line {line!r} is not 'question<TAB>answer'")
-                yield question(f"{task.name}/{image.name}/{k}", f"{task.name}__{image.name}", q.strip(),
+                prompt = q.strip().removesuffix("Please answer yes or no.").strip()
+                yield question(f"{task.name}/{image.name}/{k}", f"{task.name}__{image.name}", f"{prompt}\n{SUFFIX_SHORT}",
                                answer=ans.strip().lower(), task=task.name, image=image.name), image
 
 

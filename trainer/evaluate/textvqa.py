@@ -2,8 +2,8 @@
 images `<image_id>.jpg` under --image-root (its `train_images/`; the val images live there).
 
 Prompt (MoAI): "<question>\nAnswer the question using a single word or phrase."; 128 new tokens.
-Our OCR annotator's text reaches the model as MoAI's auxiliary text, so no "Reference OCR token"
-line is added to the prompt.
+MoAI reads LLaVA's question file, whose questions also carry a "Reference OCR token: ..." line from
+TextVQA's own OCR; we leave it out: our OCR annotator's text reaches the model as auxiliary text.
 Scoring (TextVQA's evaluator): VQA accuracy, see vqa_answer.py.
 """
 from __future__ import annotations

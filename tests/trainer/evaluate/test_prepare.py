@@ -42,7 +42,7 @@ def test_mme_both_folder_layouts(tmp_path):
     qs, ids = prepared(tmp_path / "o")
     assert len(qs) == 6 and ids == {"existence__000000006040.jpg", "artwork__10002.jpg", "code_reasoning__0001.png"}
     q = qs["artwork/10002.jpg/1"]
-    assert q["prompt"] == "Is this artwork a circle? Please answer yes or no." and q["answer"] == "no"
+    assert q["prompt"] == f"Is this artwork a circle?\n{SHORT}" and q["answer"] == "no"
 
 
 def test_textvqa(tmp_path):
