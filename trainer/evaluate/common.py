@@ -10,6 +10,7 @@ A plug-in is a module with:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -38,7 +39,6 @@ def image_id_for(data: bytes) -> str:
     """A content id for images that come as bytes (MMBench's base64 column repeats one image for
     every circular copy; the pipeline annotates it once)."""
     from PIL import Image
-    import io
     with Image.open(io.BytesIO(data)) as im:
         ext = {"JPEG": ".jpg", "PNG": ".png"}.get(im.format or "", f".{(im.format or 'img').lower()}")
     return hashlib.sha1(data).hexdigest()[:16] + ext
