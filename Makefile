@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Annotate the bundled corpus (embedded local Ray), inspect it, draw the gallery; then train the
-# tiny MoAI recipe on those annotations, stage 1 then stage 2, and answer a question with it.
+# tiny MoAI recipe on those annotations, stage 1 then stage 2, and answer a question with it; then
+# evaluate it on a tiny POPE-style benchmark about the demo images (prepare, annotate, run, score;
+# the benchmark's images are the demo's, under the same ids, so the annotation job finds them done).
 demo: $(STAMP)
 	$(BIN)/python -m pipeline demo
 	$(BIN)/trainer conversations --annotations demo/out/annotations --out demo/conversations.json
@@ -32,6 +34,13 @@ demo: $(STAMP)
 	$(BIN)/trainer train --recipe trainer/recipes/tiny.yaml --stage 2
 	$(BIN)/trainer generate --model runs/tiny/stage2/final --annotations demo/out/annotations \
 		--image bus.jpg --question "What objects are in the image?"
+	$(BIN)/python -m trainer.evaluate.demo --corpus demo/corpus --out demo/pope
+	$(BIN)/trainer evaluate prepare --benchmark pope --data demo/pope --image-root demo/corpus --out demo/eval/pope
+	$(BIN)/python -m pipeline run --config tiny --input demo/eval/pope/manifest.csv \
+		--output demo/out/annotations --set tiny_workdir=demo/out/tiny-models
+	$(BIN)/trainer evaluate run --benchmark pope --questions demo/eval/pope/questions.jsonl \
+		--annotations demo/out/annotations --model runs/tiny/stage2/final --out demo/eval/results
+	@echo "note: the model is a random tiny one trained for a few steps on the demo images, so these numbers are chance"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -41,4 +50,4 @@ lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable --all | grep -v '^moai-pipeline' > constraints.txt
 
 clean:
-	rm -rf $(VENV) demo/corpus demo/out demo/conversations.json runs
+	rm -rf $(VENV) demo/corpus demo/out demo/conversations.json demo/pope demo/eval runs

@@ -4,6 +4,7 @@
     trainer train --recipe FILE --stage 1|2 [--resume] [--set section.key=value ...]
     trainer generate --model DIR --annotations DIR --image ID --question TEXT
     trainer conversations --annotations DIR --out FILE
+    trainer evaluate prepare|run|score --benchmark NAME ...
     trainer ablation ...      (when trainer.ablation is installed)
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "train": ("trainer.train", "train one stage (1: experts drawn at random, 2: gated mixing)"),
     "conversations": ("trainer.data", "write a demo conversation JSON from annotations (objects per image)"),
     "generate": ("trainer.generate", "answer a question about an image with a trained model"),
+    "evaluate": ("trainer.evaluate", "benchmarks: prepare the questions, answer them, score the answers"),
     "ablation": ("trainer.ablation", "ablation studies"),
 }
 

@@ -17,21 +17,37 @@ import numpy as np
 import torch
 
 
-def answer(model, question: str, source: str, ps_png: bytes, text_aux: str, prompt, max_new_tokens: int = 32) -> str:
-    from .data import generation_prompt, load_image, load_ps_ids
+def answer_batch(model, items: list[dict], prompt, max_new_tokens: int) -> list[str]:
+    """Greedy answers to items {prompt, source, ps_map, text_aux} (`trainer evaluate run` batches
+    them): prompts left-padded, auxiliary text right-padded, an empty one as one masked pad (as
+    training's collate gives it)."""
+    from trainer.data import generation_prompt, load_image, load_ps_ids
     tok, size = model.tokenizer, model.config.image_size
-    ids = torch.tensor([generation_prompt(question, tok, model.image_token_id, prompt)])
-    aux_ids = tok(text_aux or "", add_special_tokens=False)["input_ids"]
-    # no auxiliary text: one masked pad token, exactly what collate gives such a sample in training
-    aux = torch.tensor([aux_ids or [tok.pad_token_id]])
-    aux_mask = torch.tensor([[1] * len(aux_ids) or [0]])
     device = next(model.parameters()).device
-    out = model.generate(
-        ids.to(device), torch.ones_like(ids).to(device), max_new_tokens=max_new_tokens,
-        aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device),
-        pixel_values=model.image_pixel_values(torch.from_numpy(np.stack([load_image(source, size)])).to(device)),
-        ps_pixel_values=model.ps_pixel_values(torch.from_numpy(np.stack([load_ps_ids(ps_png, size)])).to(device)))
-    return tok.decode(out[0], skip_special_tokens=True).strip()
+    ids = [generation_prompt(it["prompt"], tok, model.image_token_id, prompt) for it in items]
+    auxes = [tok(it["text_aux"] or "", add_special_tokens=False)["input_ids"] for it in items]
+    B, T, A = len(items), max(map(len, ids)), max(max(map(len, auxes)), 1)
+    input_ids = torch.full((B, T), tok.pad_token_id, dtype=torch.long)        # (B, T), left-padded
+    attention = torch.zeros((B, T), dtype=torch.long)
+    aux = torch.full((B, A), tok.pad_token_id, dtype=torch.long)              # (B, A), right-padded
+    aux_mask = torch.zeros((B, A), dtype=torch.long)
+    for b, (x, a) in enumerate(zip(ids, auxes)):
+        input_ids[b, T - len(x):], attention[b, T - len(x):] = torch.tensor(x), 1
+        if a:
+            aux[b, :len(a)], aux_mask[b, :len(a)] = torch.tensor(a), 1
+    images = torch.from_numpy(np.stack([load_image(it["source"], size) for it in items])).to(device)
+    ps_ids = torch.from_numpy(np.stack([load_ps_ids(it["ps_map"], size) for it in items])).to(device)
+    with torch.inference_mode():
+        out = model.generate(input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
+                             aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device),
+                             pixel_values=model.image_pixel_values(images),
+                             ps_pixel_values=model.ps_pixel_values(ps_ids))
+    return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+
+
+def answer(model, question: str, source: str, ps_png: bytes, text_aux: str, prompt, max_new_tokens: int = 32) -> str:
+    return answer_batch(model, [{"prompt": question, "source": source, "ps_map": ps_png, "text_aux": text_aux}],
+                        prompt, max_new_tokens)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
