@@ -6,7 +6,6 @@ gallery. Re-running resumes: images already in the output are skipped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 from .demo_corpus import write_demo_corpus
@@ -29,15 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     code = run_main(["--config", args.config, "--input", str(corpus), "--output", str(output), *sets])
     if code:
         return code
-    if importlib.util.find_spec("pipeline.inspect"):
-        from .inspect import main as inspect_main
-        code = inspect_main([str(output)])
-        if code:
-            return code
-    if importlib.util.find_spec("pipeline.show"):
-        from .show import main as show_main
-        code = show_main([str(output), "--sample", str(args.sample), "--out", str(gallery)])
-        if code:
-            return code
+    from .inspect import main as inspect_main
+    from .show import main as show_main
+    code = inspect_main([str(output)]) or show_main([str(output), "--sample", str(args.sample), "--out", str(gallery)])
+    if not code:
         print(f"gallery: {gallery / 'index.html'}")
-    return 0
+    return code

@@ -5,12 +5,11 @@
     trainer generate --model DIR --annotations DIR --image ID --question TEXT
     trainer conversations --annotations DIR --out FILE
     trainer evaluate prepare|run|score --benchmark NAME ...
-    trainer ablation ...      (when trainer.ablation is installed)
+    trainer ablation --out DIR [--quick]
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 COMMANDS = {
@@ -23,20 +22,9 @@ COMMANDS = {
 }
 
 
-def available() -> dict[str, str]:
-    found = {}
-    for name, (module, help_text) in COMMANDS.items():
-        try:
-            if importlib.util.find_spec(module) is not None:
-                found[name] = help_text
-        except ModuleNotFoundError:
-            continue
-    return found
-
-
 def usage() -> str:
     lines = ["usage: trainer COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<14} {text}" for name, text in available().items()]
+    lines += [f"  {name:<14} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -46,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in available():
+    if command not in COMMANDS:
         print(f"trainer: unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])

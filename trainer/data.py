@@ -189,7 +189,9 @@ def generation_prompt(question: str, tokenizer, image_token_id: int,
     return ids
 
 
-def _match_rows(table) -> tuple[dict[str, int], dict[str, int]]:
+def match_rows(table) -> tuple[dict[str, int], dict[str, int]]:
+    """Annotation rows by image_id, and by the last 1-4 parts of their source path: how a
+    conversation's `image` (or a user's `--image`) finds its row."""
     by_id = {image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())}
     by_source = {}
     for i, source in enumerate(table.column("source").to_pylist()):
@@ -207,7 +209,7 @@ def join_samples(table, conversations: list[dict], tokenizer, image_token_id: in
     Returns samples {sample_id, row, image_id, input_ids, labels, aux_input_ids} and the report.
     """
     report = JoinReport(conversations=len(conversations))
-    by_id, by_source = _match_rows(table)
+    by_id, by_source = match_rows(table)
     status = table.column("status").to_pylist()
     has_ps = [v is not None for v in table.column("ps_map").to_pylist()]
     texts = table.column("text_aux").to_pylist()

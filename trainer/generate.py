@@ -53,7 +53,7 @@ def answer(model, question: str, source: str, ps_png: bytes, text_aux: str, prom
 def main(argv: list[str] | None = None) -> int:
     from schemas import read_annotations
 
-    from .data import ANNOTATION_COLUMNS, PromptFormat, _match_rows
+    from .data import ANNOTATION_COLUMNS, PromptFormat, match_rows
     from .model import MoAIModel
     parser = argparse.ArgumentParser(prog="trainer generate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a `final` folder written by `trainer train`")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     table = read_annotations(args.annotations, columns=ANNOTATION_COLUMNS)  # data first, then the (big) model
-    by_id, by_source = _match_rows(table)
+    by_id, by_source = match_rows(table)
     row = by_id.get(args.image, by_source.get(args.image.lstrip("./")))
     if row is None:
         print(f"trainer generate: {args.image!r} is not in {args.annotations}", file=sys.stderr)

@@ -27,8 +27,8 @@ REPORT = "run_report.json"
 
 def plan(questions: list[dict], table, done: set[str]) -> tuple[list[dict], dict[str, list[str]]]:
     """The questions still to answer, joined with their annotation row, and the skipped ones by reason."""
-    from trainer.data import _match_rows
-    by_id, by_source = _match_rows(table)
+    from trainer.data import match_rows
+    by_id, by_source = match_rows(table)
     status, ps_map = table.column("status").to_pylist(), table.column("ps_map")
     source, text_aux = table.column("source").to_pylist(), table.column("text_aux").to_pylist()
     todo, skipped = [], {"error_row": [], "missing_annotation": [], "missing_ps_map": []}
