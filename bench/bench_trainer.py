@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from schemas import read_annotations
-    from tests.trainer.train_corpus import tiny_recipe, write_corpus
+    from trainer.synthetic import tiny_recipe, write_corpus
     from trainer.cache import build_cache
     from trainer.data import ANNOTATION_COLUMNS, load_conversations
     from trainer.recipe import build_model

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from schemas import read_annotations
-from tests.trainer.train_corpus import tiny_recipe, write_corpus
+from trainer.synthetic import tiny_recipe, write_corpus
 from trainer.cache import CachedDataset, build_cache, check_compatible, main as cache_main
 from trainer.data import ANNOTATION_COLUMNS, load_conversations, load_image, load_ps_ids
 from trainer.recipe import build_model

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from tests.trainer.train_corpus import tiny_recipe, write_corpus
+from trainer.synthetic import tiny_recipe, write_corpus
 from trainer.cli import main as trainer
 
 

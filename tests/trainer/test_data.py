@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from schemas import read_annotations
-from tests.trainer.train_corpus import write_corpus
+from trainer.synthetic import write_corpus
 from trainer.data import (
     ANNOTATION_COLUMNS, describe_conversations, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
     plan_batches, tokenize_conversation,

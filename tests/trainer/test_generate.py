@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from schemas import encode_ps_map
-from tests.trainer.train_corpus import render
+from trainer.synthetic import render
 from trainer.data import PromptFormat, collate, generation_prompt, load_image, load_ps_ids
 from trainer.generate import answer
 from trainer.recipe import build_model

@@ -5,17 +5,20 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from schemas import SchemaError, read_annotations, reverbalize_files
-from tests.trainer.train_corpus import REPO, tiny_recipe, write_corpus
+from trainer.synthetic import tiny_recipe, write_corpus
 from trainer import cache as cache_module
 from trainer.cache import CacheError, CachedDataset, build_cache
 from trainer.data import ANNOTATION_COLUMNS, load_conversations
 from trainer.recipe import build_model
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.trainer.train_corpus import REPO, tiny_recipe, write_corpus
+from trainer.synthetic import tiny_recipe, write_corpus
 from trainer.model.tiny import build_tiny_backbones
 from trainer.train import run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("distributed", ["ddp", "fsdp"])

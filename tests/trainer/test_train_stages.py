@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.trainer.train_corpus import tiny_recipe, write_corpus
+from trainer.synthetic import tiny_recipe, write_corpus
 from trainer.checkpoint import latest_checkpoint, load_trainable
 from trainer.model import MoAIModel
 from trainer.train import MoAIRecipe, run

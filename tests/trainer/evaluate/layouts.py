@@ -1,4 +1,4 @@
-"""Tiny benchmark files in each benchmark's official layout, images drawn by code (train_corpus.render)."""
+"""Tiny benchmark files in each benchmark's official layout, images drawn by code (trainer.synthetic.render)."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from tests.trainer.train_corpus import render
+from trainer.synthetic import render
 
 
 def photo(path: Path, shape: str = "circle", colour: str = "red") -> Path:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.trainer.train_corpus import write_corpus
+from trainer.synthetic import write_corpus
 from trainer.evaluate.common import question, read_jsonl
 from trainer.evaluate.run import run
 from trainer.recipe import build_model

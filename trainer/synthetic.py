@@ -1,4 +1,4 @@
-"""A small training corpus for the trainer tests: rendered photos, their annotation Parquet
+"""A small synthetic training corpus (tests, benchmarks): rendered photos, their annotation Parquet
 (schemas.rows_to_table + encode_ps_map) and a LLaVA-style conversation JSON with the edge cases
 the join must report (an error row, an image with no annotation, a text-only conversation)."""
 from __future__ import annotations
@@ -12,8 +12,7 @@ from PIL import Image, ImageDraw
 
 from schemas import empty_row, encode_ps_map, error_row, rows_to_table
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_RECIPE = REPO / "trainer" / "recipes" / "tiny.yaml"
+TINY_RECIPE = Path(__file__).resolve().parent / "recipes" / "tiny.yaml"
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220)}
 
