@@ -11,8 +11,57 @@ from pathlib import Path
 
 from schemas.dtypes import DTYPE_NAMES
 
-COMPAT_MODES = ("none", "moai")
 TORCH_DTYPES = DTYPE_NAMES
+
+# The published model's numerical artefacts that `compat` can reproduce one by one (docs/published.md §5).
+QUIRKS = {
+    "ps_range": "PS colour map in [0, 1] normalized as if 0-255 (docs/moai.md §4)",
+    "gate_half": "gate softmax in float16 at inference, bfloat16 in training",
+    "clip_fp16_positions": "CLIP's interpolated position table rounded through float16",
+    "aux_bos_nomask": "aux text starts with BOS and its padding is not masked in the Compressor",
+    "buffer_positions": "RoPE positions are buffer indices, so left padding shifts them",
+}
+
+
+@dataclass(frozen=True)
+class ModelCompat:
+    """Which published quirks to reproduce: `none` (the correct behaviour), `moai` (all of them), or
+    named ones, e.g. "gate_half,buffer_positions". Ask with `has(name)`; `str()` gives the JSON form."""
+
+    quirks: frozenset = frozenset()
+
+    def __post_init__(self):
+        unknown = sorted(set(self.quirks) - set(QUIRKS))
+        if unknown:
+            raise ValueError(f"compat must be 'none', 'moai' or quirk names from {sorted(QUIRKS)}; "
+                             f"unknown: {unknown}")
+        object.__setattr__(self, "quirks", frozenset(self.quirks))
+
+    @classmethod
+    def parse(cls, value) -> "ModelCompat":
+        """A ModelCompat, 'none', 'moai', comma-separated quirk names, or a list of them."""
+        if isinstance(value, ModelCompat):
+            return value
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "none" or not value:
+                return cls()
+            if value == "moai":
+                return cls(frozenset(QUIRKS))
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"compat must be 'none', 'moai' or quirk names from {sorted(QUIRKS)}, got {value!r}")
+        return cls(frozenset(value))
+
+    def has(self, quirk: str) -> bool:
+        if quirk not in QUIRKS:
+            raise KeyError(f"no compat quirk {quirk!r}; known: {sorted(QUIRKS)}")
+        return quirk in self.quirks
+
+    def __str__(self) -> str:
+        if not self.quirks:
+            return "none"
+        return "moai" if self.quirks == frozenset(QUIRKS) else ",".join(sorted(self.quirks))
 
 
 @dataclass(frozen=True)
@@ -22,8 +71,10 @@ class MoAIConfig:
     lm / vision: local folders holding a Hugging Face causal LM (+ tokenizer) and a CLIP vision model.
     mixer_layers: 0-based decoder layers that get a Mixer; None = every 8th (7, 15, 23, 31 of 32);
         () = no Mixer and no Compressor: the LLaVA-style baseline (CLIP -> connector -> LM).
-    compat: 'none' normalizes the PS colour map correctly; 'moai' reproduces the published quirk
-        (colour map in [0, 1] normalized as if 0-255, docs/moai.md §4).
+    compat: which published quirks to reproduce (ModelCompat: 'none', 'moai' = all, or named ones);
+        given as a string or list, stored parsed.
+    connector_init: a safetensors file of the published vision projector (keys 0.weight, 0.bias,
+        2.weight, 2.bias) to start the connector from; None = a fresh MLP (docs/published.md §4).
     trust_remote_code: only for LMs shipped as remote code (InternLM2); never turned on implicitly.
     """
 
@@ -38,7 +89,8 @@ class MoAIConfig:
     expert_heads: int = 4
     mixer_layers: tuple[int, ...] | None = None
     image_size: int = 490
-    compat: str = "none"
+    compat: ModelCompat | str = "none"
+    connector_init: str | None = None
     image_token: str = "<image>"
     trust_remote_code: bool = False
     torch_dtype: str = "float32"
@@ -60,8 +112,12 @@ class MoAIConfig:
             if len(set(layers)) != len(layers):
                 raise ValueError(f"MoAIConfig.mixer_layers has duplicates: {layers!r}")
             object.__setattr__(self, "mixer_layers", tuple(sorted(layers)))
-        if self.compat not in COMPAT_MODES:
-            raise ValueError(f"MoAIConfig.compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        try:
+            object.__setattr__(self, "compat", ModelCompat.parse(self.compat))
+        except ValueError as err:
+            raise ValueError(f"MoAIConfig.{err}") from None
+        if self.connector_init is not None and (not isinstance(self.connector_init, str) or not self.connector_init):
+            raise ValueError(f"MoAIConfig.connector_init must be a file path or None, got {self.connector_init!r}")
         if self.torch_dtype not in TORCH_DTYPES:
             raise ValueError(f"MoAIConfig.torch_dtype must be one of {TORCH_DTYPES}, got {self.torch_dtype!r}")
         if not isinstance(self.trust_remote_code, bool):
@@ -87,6 +143,7 @@ class MoAIConfig:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        out["compat"] = str(self.compat)
         if out["mixer_layers"] is not None:
             out["mixer_layers"] = list(out["mixer_layers"])
         return out

@@ -34,8 +34,11 @@ def draw_experts(generator: torch.Generator | None) -> tuple[int, int]:
 
 
 class Mixer(nn.Module):
-    def __init__(self, dim: int, rank: int = 64, heads: int = 4):
+    def __init__(self, dim: int, rank: int = 64, heads: int = 4, half_gates: bool = False):
+        """half_gates: the published gate softmax, in float16 at inference and bfloat16 in training
+        (compat quirk `gate_half`); the default is float32 (the weights' dtype)."""
         super().__init__()
+        self.half_gates = half_gates
         self.image_experts = nn.ModuleDict(
             {name: LowRankAttentionExpert(dim, rank, heads) for name in ("aux", "lang", "self")})
         self.language_experts = nn.ModuleDict(
@@ -76,9 +79,13 @@ class Mixer(nn.Module):
                 torch.full(language.shape[:2], language_choice, device=image.device), NUM_EXPERTS).to(dtype)
             return MixerOutput(image_branches[image_choice](), language_branches[language_choice](),
                                image_weights, language_weights)
-        image_weights = self.image_gate(image).softmax(dim=-1)  # (B, I, 3)
-        language_weights = self.language_gate(language).softmax(dim=-1)  # (B, L, 3)
+        gate_dtype = None
+        if self.half_gates:  # their sum is then not exactly 1 (1 +- 4e-4 in float16)
+            gate_dtype = torch.bfloat16 if self.training else torch.float16
+        image_weights = self.image_gate(image).softmax(dim=-1, dtype=gate_dtype)  # (B, I, 3)
+        language_weights = self.language_gate(language).softmax(dim=-1, dtype=gate_dtype)  # (B, L, 3)
+        # A half-precision weight times an expert output promotes to the expert's dtype.
         image_mixed = sum(image_weights[..., i:i + 1] * branch() for i, branch in enumerate(image_branches))
         language_mixed = sum(language_weights[..., i:i + 1] * branch()
                              for i, branch in enumerate(language_branches))
-        return MixerOutput(image_mixed, language_mixed, image_weights, language_weights)
+        return MixerOutput(image_mixed, language_mixed, image_weights.to(dtype), language_weights.to(dtype))

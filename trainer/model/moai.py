@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.model import internlm2  # noqa: F401  (registers the internlm2_plora backbone with transformers)
 from trainer.model.compressor import Compressor
 from trainer.model.config import MoAIConfig
 from trainer.model.connector import Connector
@@ -54,7 +55,8 @@ class MoAIModel(nn.Module):
         norms = pre_attention_norms(lm)
         self.mixer_layers = config.resolve_mixer_layers(len(norms))
         dim = lm.config.get_text_config().hidden_size
-        interpolate_position_grid(vision, config.image_size)  # no-op when already at image_size
+        # no-op when already at image_size
+        interpolate_position_grid(vision, config.image_size, config.compat.has("clip_fp16_positions"))
         vision_dim = vision.config.hidden_size
         grid = config.image_size // vision.config.patch_size
         self.num_image_tokens = grid * grid
@@ -67,7 +69,8 @@ class MoAIModel(nn.Module):
                                              config.compressor_heads, config.compressor_head_dim,
                                              config.ff_mult).to(config.dtype)
             self.mixers = nn.ModuleDict(
-                {str(i): Mixer(dim, config.expert_rank, config.expert_heads) for i in self.mixer_layers})
+                {str(i): Mixer(dim, config.expert_rank, config.expert_heads, config.compat.has("gate_half"))
+                 for i in self.mixer_layers})
         self.mixers.to(config.dtype)
         self.image_token_id = self._image_token_id(tokenizer, config.image_token)
         self._routing: MixerRouting | None = None  # set while a forward or generate runs
@@ -88,6 +91,7 @@ class MoAIModel(nn.Module):
     @classmethod
     def from_config(cls, config: MoAIConfig) -> "MoAIModel":
         """Load the LM, its tokenizer and CLIP vision from local folders and build MoAI's parts."""
+        from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_lm_folder(config.lm, config.trust_remote_code)
@@ -97,8 +101,12 @@ class MoAIModel(nn.Module):
                                                   trust_remote_code=config.trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        vision = load_clip_vision(config.vision, config.image_size, config.dtype)
-        return cls(config, lm, vision, tokenizer, PixelPreprocessor(config.vision, config.image_size, config.compat))
+        vision = load_clip_vision(config.vision, config.image_size, config.dtype,
+                                  config.compat.has("clip_fp16_positions"))
+        model = cls(config, lm, vision, tokenizer, PixelPreprocessor(config.vision, config.image_size, config.compat))
+        if config.connector_init is not None:  # e.g. XComposer2's vision projector (docs/published.md §4)
+            model.connector.load_state_dict(load_file(config.connector_init))
+        return model
 
     @staticmethod
     def _image_token_id(tokenizer, image_token: str) -> int:
@@ -211,6 +219,8 @@ class MoAIModel(nn.Module):
         if aux_input_ids is not None:
             if aux_attention_mask is None or aux_attention_mask.shape != aux_input_ids.shape:
                 raise ValueError("aux_input_ids needs an aux_attention_mask of the same (B, A) shape")
+            if self.config.compat.has("aux_bos_nomask"):
+                aux_input_ids, aux_attention_mask = self._published_aux_text(aux_input_ids, aux_attention_mask)
             parts.append(self.lm.get_input_embeddings()(aux_input_ids).to(self.compressor.latents.dtype))
             masks.append(aux_attention_mask.bool())
         if ps_features is not None:
@@ -220,6 +230,18 @@ class MoAIModel(nn.Module):
             parts.append(self.compressor.latents.new_zeros(batch_size, 0, self.compressor.latents.shape[1]))
             masks.append(torch.zeros(batch_size, 0, dtype=torch.bool, device=device))
         return self.compressor(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
+
+    def _published_aux_text(self, aux_input_ids, aux_attention_mask):
+        """The published aux text (docs/published.md §5): BOS first, padded to the longest row, no mask.
+        (B, A) right-padded ids -> (B, 1 + longest) ids and an all-ones mask."""
+        longest = int(aux_attention_mask.sum(dim=1).max())
+        bos = aux_input_ids.new_full((aux_input_ids.shape[0], 1), self.tokenizer.bos_token_id)
+        ids = torch.cat([bos, aux_input_ids[:, :longest]], dim=1)  # (B, 1 + longest)
+        return ids, torch.ones_like(ids)
+
+    def image_mask_kwargs(self, batch: SplicedBatch) -> dict:
+        """`im_mask` for LMs with an image-token path (InternLM2 with PLoRA), nothing for the others."""
+        return {"im_mask": batch.image_flags} if getattr(self.lm, "accepts_im_mask", False) else {}
 
     def _prepare(self, input_ids, attention_mask, labels, aux_input_ids, aux_attention_mask, image_features,
                  pixel_values, ps_features, ps_pixel_values, generator, for_generation=False) -> SplicedBatch:
@@ -231,6 +253,9 @@ class MoAIModel(nn.Module):
                                     self.image_token_id, self.lm.get_input_embeddings())
         if for_generation:
             batch = left_align(batch)
+        if self.config.compat.has("buffer_positions"):  # RoPE at buffer indices: left padding shifts them
+            positions = torch.arange(batch.embeds.shape[1], device=batch.embeds.device)
+            batch = dataclasses.replace(batch, position_ids=positions[None].expand_as(batch.attention_mask))
         if not self.mixer_layers:  # the baseline: nothing to route, aux inputs unused
             return batch
         aux = self._compressed_aux(input_ids.shape[0], aux_input_ids, aux_attention_mask, ps_features)
@@ -292,7 +317,8 @@ class MoAIModel(nn.Module):
         routing = self._routing
         try:
             out = self.lm(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
+                          position_ids=batch.position_ids, labels=batch.labels, use_cache=False,
+                          **self.image_mask_kwargs(batch))
         finally:
             self._routing = None
         # A gradient-checkpointing recompute in backward runs the hooks again: they find this routing
@@ -321,6 +347,7 @@ class MoAIModel(nn.Module):
                                     bos_token_id=tok.bos_token_id)
         try:
             return self.lm.generate(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask,
+                                    position_ids=batch.position_ids, **self.image_mask_kwargs(batch),
                                     generation_config=settings)
         finally:
             self._routing = None

@@ -13,23 +13,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.psmap import colorize
+from trainer.model.config import ModelCompat
 
 
-def load_clip_vision(path: str, image_size: int, dtype: torch.dtype):
-    """A local CLIPVisionModel, frozen, with its position grid resized to `image_size`."""
+def load_clip_vision(path: str, image_size: int, dtype: torch.dtype, round_fp16: bool = False):
+    """A local CLIPVisionModel, frozen, with its position grid resized to `image_size`
+    (round_fp16: the resized table rounded through float16, as the published model stores it)."""
     from transformers import CLIPVisionModel
 
     if not Path(path, "config.json").is_file():
         raise FileNotFoundError(f"no CLIP vision model at {path!r} (config.json missing); MoAI loads its "
                                 "vision backbone from a local folder only, nothing is downloaded")
     vision = CLIPVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype)
-    interpolate_position_grid(vision, image_size)
+    interpolate_position_grid(vision, image_size, round_fp16)
     vision.requires_grad_(False)
     return vision.eval()
 
 
-def interpolate_position_grid(vision, image_size: int) -> None:
-    """Resize a CLIP vision model's position embeddings (bicubic, CLS kept) to serve `image_size` px."""
+def interpolate_position_grid(vision, image_size: int, round_fp16: bool = False) -> None:
+    """Resize a CLIP vision model's position embeddings (bicubic, CLS kept) to serve `image_size` px;
+    round_fp16 rounds the resized table (CLS row included) through float16 (compat quirk)."""
     # transformers 5 keeps the embeddings on the model itself; 4.x under .vision_model
     embeddings = getattr(vision, "embeddings", None) or vision.vision_model.embeddings
     patch = embeddings.patch_size
@@ -46,7 +49,10 @@ def interpolate_position_grid(vision, image_size: int) -> None:
         patches = F.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
         patches = patches.permute(0, 2, 3, 1).reshape(grid * grid, dim)  # (G*G, Dv)
         resized = nn.Embedding(grid * grid + 1, dim, device=old.device, dtype=old.dtype)
-        resized.weight.data.copy_(torch.cat([old[:1].float(), patches]).to(old.dtype))
+        table = torch.cat([old[:1].float(), patches])  # (1 + G*G, Dv)
+        if round_fp16:
+            table = table.half().float()
+        resized.weight.data.copy_(table.to(old.dtype))
         embeddings.position_embedding = resized
         embeddings.register_buffer("position_ids", torch.arange(grid * grid + 1, device=old.device)[None],
                                    persistent=False)
@@ -59,7 +65,7 @@ def interpolate_position_grid(vision, image_size: int) -> None:
 class PixelPreprocessor:
     """uint8 photos and PS segment-id maps -> CLIP-normalized (B, 3, S, S) pixel values."""
 
-    def __init__(self, vision_path: str | None, image_size: int, compat: str):
+    def __init__(self, vision_path: str | None, image_size: int, compat: ModelCompat | str = "none"):
         from transformers import CLIPImageProcessor
 
         kwargs = dict(size={"height": image_size, "width": image_size}, do_center_crop=False)
@@ -68,7 +74,7 @@ class PixelPreprocessor:
         else:  # OpenAI CLIP's constants are CLIPImageProcessor's defaults.
             self.processor = CLIPImageProcessor(**kwargs)
         self.image_size = image_size
-        self.compat = compat
+        self.ps_range_quirk = ModelCompat.parse(compat).has("ps_range")
         self.mean = torch.tensor(self.processor.image_mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(self.processor.image_std, dtype=torch.float32)[:, None, None]
 
@@ -94,7 +100,7 @@ class PixelPreprocessor:
             if rgb.shape[1:] != (self.image_size, self.image_size):
                 # Segment ids are labels: resize the colours without blending neighbours.
                 rgb = F.interpolate(rgb[None], size=(self.image_size,) * 2, mode="nearest")[0]
-            if self.compat == "moai":  # published quirk: [0, 1] colours rescaled again as if 0-255
+            if self.ps_range_quirk:  # published quirk: [0, 1] colours rescaled again as if 0-255
                 rgb = rgb / 255.0
             out.append((rgb - self.mean) / self.std)
         return torch.stack(out).to(_device_of(ps_ids))
