@@ -274,8 +274,11 @@ class InternLM2PLoRAForCausalLM(InternLM2PLoRAPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache)
 
-    def prepare_inputs_for_generation(self, *args, im_mask=None, is_first_iteration=False, **kwargs):
-        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, attention_mask=None,
+                                      inputs_embeds=None, is_first_iteration=False, im_mask=None, **kwargs):
+        inputs = super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs)
         # Only the prompt holds image tokens; generated tokens take the main weights alone.
         if is_first_iteration and im_mask is not None:
             inputs["im_mask"] = im_mask

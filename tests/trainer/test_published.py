@@ -1,0 +1,312 @@
+"""The published MoAI-7B on our backbone: converters, InternLM2 with PLoRA, compat quirks, batching.
+
+A random-weight checkpoint in the published layout (built from its key list at a tiny size) is
+converted and run against an independent re-implementation of the published computation
+(tests/trainer/published_reference.py).
+"""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from tests.trainer import published_reference as ref
+from trainer.model import MoAIModel
+from trainer.model.internlm2 import InternLM2PLoRAConfig, InternLM2PLoRAForCausalLM, PLoRALinear
+from trainer.model.tiny import build_tiny_backbones, build_tokenizer
+from trainer.published.convert import convert, lm_state, read_checkpoint, to_published
+from trainer.published.layout import fuse_wqkv, split_wqkv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPTS = ["AI assistant. <image> What is on the table? ASSISTANT:", "<image> Colour? ASSISTANT:",
+           "Look: <image> Describe the scene in one long sentence. ASSISTANT:"]
+AUX = ["The image includes bounding box coordinates and their objects: [0.10, 0.20, 0.50, 0.90] cup.", "",
+       "The image includes text descriptions: STOP."]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_root):
+    """(random published tensors, the published folder, our converted folder)."""
+    root = tmp_path_factory.mktemp("published")
+    tensors = ref.random_published(seed=0)
+    ref.write_published(root / "moai-7b", tensors, tokenizer=build_tokenizer())
+    convert(root / "moai-7b", root / "ours", vision=build_tiny_backbones(tiny_root)["vision"])
+    return tensors, root / "moai-7b", root / "ours"
+
+
+def load(folder, compat="none"):
+    return MoAIModel.from_pretrained(folder, torch_dtype="float32", compat=compat).eval()
+
+
+def features(rows, seed=0):
+    return torch.stack([torch.randn(1225, 32, generator=torch.Generator().manual_seed(seed + r)) for r in rows])
+
+
+def sample(model, rows=(0,), padding="left"):
+    """Prompts (BOS first) padded on `padding`, aux text right-padded, features per row."""
+    tok = model.tokenizer
+    ids = [[tok.bos_token_id] + tok(PROMPTS[r], add_special_tokens=False)["input_ids"] for r in rows]
+    aux = [tok(AUX[r], add_special_tokens=False)["input_ids"] or [tok.pad_token_id] for r in rows]
+    T, A = max(map(len, ids)), max(map(len, aux))
+    batch = dict(input_ids=torch.full((len(rows), T), tok.pad_token_id), attention_mask=torch.zeros(len(rows), T, dtype=torch.long),
+                 aux_input_ids=torch.full((len(rows), A), tok.pad_token_id),
+                 aux_attention_mask=torch.zeros(len(rows), A, dtype=torch.long),
+                 image_features=features(rows), ps_features=features(rows, seed=100))
+    for b, (x, a) in enumerate(zip(ids, aux)):
+        span = slice(T - len(x), T) if padding == "left" else slice(0, len(x))
+        batch["input_ids"][b, span], batch["attention_mask"][b, span] = torch.tensor(x), 1
+        batch["aux_input_ids"][b, :len(a)], batch["aux_attention_mask"][b, :len(a)] = torch.tensor(a), int(AUX[rows[b]] != "")
+    return batch
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+# ---- layout and converters -----------------------------------------------------------------------
+def test_wqkv_split_follows_the_kv_head_groups():
+    H, Hkv, hd = 4, 2, 3  # G = 2: rows [q0 q1 k0 v0 | q2 q3 k1 v1], each hd rows
+    names = ["q0", "q1", "k0", "v0", "q2", "q3", "k1", "v1"]
+    code = {name: i for i, name in enumerate(["q0", "q1", "q2", "q3", "k0", "k1", "v0", "v1"])}
+    w = torch.tensor([[code[n] * 10 + c] for n in names for c in range(hd)], dtype=torch.float32)  # (24, 1)
+    q, k, v = split_wqkv(w, H, Hkv)
+    assert q.flatten().tolist() == [h * 10 + c for h in range(4) for c in range(hd)]
+    assert k.flatten().tolist() == [(4 + j) * 10 + c for j in range(2) for c in range(hd)]
+    assert v.flatten().tolist() == [(6 + j) * 10 + c for j in range(2) for c in range(hd)]
+    assert torch.equal(fuse_wqkv(q, k, v, H, Hkv), w)
+    naive_q = w[:H * hd]  # a contiguous [q | k | v] split takes k0, v0 as queries
+    assert not torch.equal(naive_q, q)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_moai_checkpoint_converts_and_round_trips(published, tmp_path, fmt, tiny_root):
+    tensors, _, ours = published
+    if fmt == "bin":  # the same checkpoint as .bin shards converts to the same tensors
+        ref.write_published(tmp_path / "bin", tensors, tokenizer=build_tokenizer(), fmt="bin")
+        convert(tmp_path / "bin", tmp_path / "ours", vision=build_tiny_backbones(tiny_root)["vision"])
+        ours = tmp_path / "ours"
+    model = load(ours)
+    assert model.mixer_layers == (3, 7) and model.config.num_latents == 8 and model.config.expert_rank == 16
+    assert model.config.compressor_head_dim == 8 and model.config.compressor_depth == 2
+    sizes = ref.TINY
+    back = to_published(model.lm.state_dict(), model.trainable_state_dict(), None, sizes)
+    assert sorted(back) == sorted(tensors)
+    for key, value in tensors.items():
+        assert torch.equal(back[key], value), key
+
+
+def test_xcomposer2_backbone_converts_to_a_recipe_start(tmp_path, tiny_root):
+    sizes = dataclasses.replace(ref.TINY, moai=False, num_embeddings=ref.TINY.vocab)
+    tensors = ref.random_published(sizes, seed=1)
+    ref.write_published(tmp_path / "xc2", tensors, tokenizer=build_tokenizer())
+    vision = build_tiny_backbones(tiny_root)["vision"]
+    summary = convert(tmp_path / "xc2", tmp_path / "backbone", vision=vision)
+    assert summary["kind"] == "InternLM-XComposer2-VL" and not (tmp_path / "backbone" / "moai_config.json").exists()
+    from trainer.model import MoAIConfig
+    model = MoAIModel.from_config(MoAIConfig(lm=summary["lm"], vision=vision, mixer_layers=(3, 7), num_latents=8,
+                                             connector_init=str(tmp_path / "backbone" / "vision_proj.safetensors")))
+    assert type(model.lm).__name__ == "InternLM2PLoRAForCausalLM"
+    assert torch.equal(model.connector[0].weight, tensors["vision_proj.0.weight"])
+    assert torch.equal(model.connector[2].bias, tensors["vision_proj.2.bias"])
+    back = to_published(model.lm.state_dict(), None, dict(model.connector.state_dict()), sizes)
+    assert all(torch.equal(back[k], v) for k, v in tensors.items()) and sorted(back) == sorted(tensors)
+
+
+def test_converter_refuses_a_mismatch_listing_every_kind(published, tmp_path):
+    tensors, _, _ = published
+    bad = dict(tensors)
+    del bad["model.layers.2.feed_forward.w3.Plora_B.weight"]
+    bad["model.layers.0.attention.extra.weight"] = torch.zeros(2)
+    bad["model.layers.1.ffn_norm.weight"] = torch.zeros(65)
+    ref.write_published(tmp_path / "bad", bad)
+    with pytest.raises(ValueError, match=r"1 missing \(model\.layers\.2\.feed_forward\.w3\.Plora_B\.weight\); "
+                                         r"1 unexpected \(model\.layers\.0\.attention\.extra\.weight\); "
+                                         r"1 mis-shaped \(model\.layers\.1\.ffn_norm\.weight \(65,\) \(expected \(64,\)\)\)"):
+        convert(tmp_path / "bad", tmp_path / "out", vision="unused")
+    ref.write_published(tmp_path / "good", tensors)
+    with pytest.raises(ValueError, match="holds no vit.* .*pass --vision DIR"):
+        convert(tmp_path / "good", tmp_path / "out")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("")
+    with pytest.raises(ValueError, match="busy exists and is not empty"):
+        convert(tmp_path / "good", tmp_path / "busy", vision=published[2] / "lm")
+    ref.write_published(tmp_path / "noheads", tensors, config={})
+    with pytest.raises(ValueError, match="no integer 'num_attention_heads'"):
+        convert(tmp_path / "noheads", tmp_path / "out2", vision="unused")
+    cli = subprocess.run([sys.executable, "-m", "trainer.published", "convert", str(tmp_path / "bad"),
+                          str(tmp_path / "out3"), "--vision", "unused"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "error: not a MoAI-7B checkpoint as published: 1 missing" in cli.stderr
+
+
+def test_converted_folder_holds_only_safetensors(published):
+    _, _, ours = published
+    files = {p.name for p in ours.rglob("*") if p.is_file()}
+    assert {"moai.safetensors", "moai_config.json", "vision_proj.safetensors", "model.safetensors"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+    tensors, _ = read_checkpoint(ours / "lm")
+    assert "model.layers.0.self_attn.qkv_proj.lora_A.weight" in tensors
+
+
+# ---- the published computation -------------------------------------------------------------------
+def test_compat_moai_reproduces_the_published_computation(published):
+    tensors, _, ours = published
+    model = load(ours, compat="moai")
+    batch = sample(model, rows=(0,))
+    ids, aux = batch["input_ids"][0], batch["aux_input_ids"][0]
+    expected, tokens = ref.run(tensors, ids, model.image_token_id, batch["image_features"][0], aux,
+                               batch["ps_features"][0], model.tokenizer.bos_token_id, new_tokens=5)
+    # float16 gates: a 1e-6 difference in a gate's input (another kernel order) can flip a float16 rounding,
+    # so a few logits move by up to ~3e-4; everything else agrees to float32 rounding.
+    diff = (logits(model, batch)[0] - expected).abs()
+    assert diff.max() < 1e-3 and (diff > 1e-4).float().mean() < 0.005
+    generated = model.generate(**batch, max_new_tokens=5)
+    assert generated[0].tolist() == tokens
+    # Teeth: without the quirks (our default), or with only one of the two that matter here, it differs widely.
+    for compat in ("none", "gate_half", "aux_bos_nomask"):
+        assert ((logits(load(ours, compat), batch)[0] - expected).abs() > 1e-4).float().mean() > 0.3, compat
+
+
+def test_plora_only_on_image_rows_and_not_for_text_only_input(published):
+    _, _, ours = published
+    model = load(ours)
+    lm = model.lm
+    layer = lm.model.layers[0].self_attn.qkv_proj
+    assert isinstance(layer, PLoRALinear)
+    x = torch.randn(1, 5, 64)
+    im = torch.tensor([[False, True, True, False, False]])
+    with torch.no_grad():
+        y, y_text = layer(x, im), layer(x, None)
+        lora = layer.lora_B(layer.lora_A(x))
+    assert torch.equal(y[~im], y_text[~im])
+    assert_close(y[im], y_text[im] + lora[im])
+    ids = torch.randint(4, 200, (1, 12))
+    with torch.no_grad():
+        plain = lm(input_ids=ids).logits
+        no_image = lm(input_ids=ids, im_mask=torch.zeros(1, 12, dtype=torch.bool)).logits
+        for name, p in lm.named_parameters():  # no image tokens: the LoRA path must not matter at all
+            if "lora_B" in name:
+                p.add_(1.0)
+        changed = lm(input_ids=ids).logits
+        image = lm(input_ids=ids, im_mask=torch.arange(12)[None] >= 6).logits
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.sub_(1.0)
+    assert torch.equal(plain, no_image) and torch.equal(plain, changed)
+    assert torch.equal(image[:, :6], plain[:, :6]) and not torch.allclose(image[:, 6:], plain[:, 6:])
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_batch_of_three_with_padding_equals_three_batch_one_runs(published, padding):
+    _, _, ours = published
+    model = load(ours)
+    model.set_stage(2)
+    batch = sample(model, rows=(0, 1, 2), padding=padding)
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        out = model(**batch)
+    for r in range(3):
+        single = logits(model, sample(model, rows=(r,)))
+        assert_close(out.logits[r, out.attention_mask[r].bool()], single[0], atol=1e-4, rtol=1e-4)
+    answers = model.generate(**batch, max_new_tokens=4)
+    for r in range(3):
+        assert answers[r].tolist() == model.generate(**sample(model, rows=(r,)), max_new_tokens=4)[0].tolist()
+
+
+def test_greedy_kv_cached_generation_equals_teacher_forcing(published):
+    _, _, ours = published
+    model = load(ours)
+    batch = sample(model, rows=(0, 2))
+    generated = model.generate(**batch, max_new_tokens=6)
+    assert generated.shape == (2, 6)
+    full = dict(batch, input_ids=torch.cat([batch["input_ids"], generated], 1),
+                attention_mask=torch.cat([batch["attention_mask"], torch.ones_like(generated)], 1))
+    labels = torch.full_like(full["input_ids"], -100)
+    labels[:, -6:] = generated  # answers: the Mixer sees only the prompt, as in generation
+    with torch.no_grad():
+        out = model(**full, labels=labels)
+    assert out.logits[:, -7:-1].argmax(-1).tolist() == generated.tolist()
+
+
+def test_plora_is_frozen_in_both_stages(published):
+    model = load(published[2])
+    for stage in (1, 2):
+        model.set_stage(stage)
+        assert not any(p.requires_grad for p in model.lm.parameters())
+        assert all(p.requires_grad for p in model.compressor.parameters())
+
+
+# ---- compat quirks, each alone -------------------------------------------------------------------
+def test_quirk_gate_half(published):
+    _, _, ours = published
+    batch = sample(load(ours), rows=(0,))
+    base, quirk = load(ours), load(ours, "gate_half")
+    with torch.no_grad():
+        a, b = base(**batch), quirk(**batch)
+    sums = b.gate_weights[3].image.sum(-1)
+    assert (sums - 1).abs().max() > 0 and torch.allclose(sums, torch.ones_like(sums), atol=2e-3)
+    assert torch.equal(a.gate_weights[3].image.sum(-1).round(decimals=5), torch.ones_like(sums))
+    assert 0 < (a.logits - b.logits).abs().max() < 1e-2
+
+
+def test_quirk_aux_bos_nomask(published):
+    _, _, ours = published
+    base, quirk = load(ours), load(ours, "aux_bos_nomask")
+    batch = sample(base, rows=(1,))  # an empty aux text: our default masks its pad, published sees BOS only
+    ids, mask = quirk._published_aux_text(batch["aux_input_ids"], batch["aux_attention_mask"])
+    assert ids.tolist() == [[base.tokenizer.bos_token_id]] and mask.tolist() == [[1]]
+    assert not torch.allclose(logits(base, batch), logits(quirk, batch))
+
+
+def test_quirk_buffer_positions(published):
+    _, _, ours = published
+    base, quirk = load(ours), load(ours, "buffer_positions")
+    padded = sample(base, rows=(0, 1), padding="left")
+    seen = {}
+    for name, model in (("base", base), ("quirk", quirk)):
+        model.lm.register_forward_pre_hook(lambda m, a, kw, name=name: seen.__setitem__(name, kw["position_ids"]),
+                                           with_kwargs=True)
+        logits(model, padded)
+    pads = int((padded["attention_mask"][1] == 0).sum())
+    assert seen["base"][1, -1] == seen["base"][0, -1] - pads  # ours: positions count real tokens only
+    assert torch.equal(seen["quirk"][1], seen["quirk"][0])  # published: the buffer index, padding included
+    # RoPE is relative, so a common shift moves the logits by rounding only.
+    with torch.no_grad():
+        out = base(**padded)
+    real = out.attention_mask.bool()
+    assert_close(out.logits[real], logits(quirk, padded)[real], atol=1e-4, rtol=1e-4)
+
+
+def test_quirk_clip_fp16_positions_and_ps_range(published, tiny_root):
+    _, _, ours = published
+    base, fp16, ps = load(ours), load(ours, "clip_fp16_positions"), load(ours, "ps_range")
+    table = base.vision.embeddings.position_embedding.weight
+    rounded = fp16.vision.embeddings.position_embedding.weight
+    assert torch.equal(rounded, table.half().float()) and not torch.equal(rounded, table)
+    ps_ids = torch.randint(0, 5, (1, 490, 490), dtype=torch.uint8)
+    assert torch.equal(base.ps_pixel_values(ps_ids), fp16.ps_pixel_values(ps_ids))
+    assert not torch.allclose(base.ps_pixel_values(ps_ids), ps.ps_pixel_values(ps_ids))
+    assert torch.equal(base.vision.embeddings.position_embedding.weight, ps.vision.embeddings.position_embedding.weight)
+
+
+def test_7b_dry_run_matches_the_published_layout(capsys):
+    from trainer.published.__main__ import dryrun
+
+    assert dryrun() == 0
+    out = capsys.readouterr().out
+    assert "trainable: stage 1 222,674,944, stage 2 222,773,272" in out
+    assert "LM PLoRA (image path)        603,979,776" in out and "every LM and MoAI tensor matches" in out
+
+
+def test_backbone_loads_natively_by_its_model_type(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = InternLM2PLoRAConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, plora_rank=2, plora_alpha=4)
+    lm = InternLM2PLoRAForCausalLM(config)
+    lm.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
+    assert type(again) is InternLM2PLoRAForCausalLM and again.model.layers[0].mlp.up_proj.scaling == 2.0
+    assert lm_state(ref.random_published(), ref.TINY)["lm_head.weight"].shape == (260, 64)
