@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of the repo in one run (< 8 min on one H200-class GPU); reports under $OUT.
+# Every GPU benchmark of the repo in one run (< 11 min on one H200-class GPU); reports under $OUT.
 #
 #   OUT=bench-out bash bench/gpu.sh
 #
@@ -36,6 +36,9 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 bench moai_vs_backbone 180 bench/bench_moai_vs_backbone.py --size 7b --device cuda --steps 5 --warmup 2 \
     --count-flops --json "$OUT/moai_vs_backbone.json"
+# MoAI on its own backbone (InternLM2 with PLoRA), 7B shapes, random bf16 weights: batched generation.
+bench generate 150 bench/bench_generate.py --size 7b --device cuda --batch-sizes 1,8,32 \
+    --json "$OUT/generate.json"
 bench psgtr 75 bench/bench_psgtr.py --device cuda --size 490 --images 64 --batch-size 16
 bench trainer 60 bench/bench_trainer.py --vision-layers 24 --vision-width 1024 --device cuda
 # The moai profile's annotators at the published sizes (the random-weight twin of

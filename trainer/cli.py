@@ -6,6 +6,7 @@
     trainer conversations --annotations DIR --out FILE
     trainer evaluate prepare|run|score --benchmark NAME ...
     trainer ablation --out DIR [--quick]
+    trainer published convert SRC OUT | dryrun
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ COMMANDS = {
     "generate": ("trainer.generate", "answer a question about an image with a trained model"),
     "evaluate": ("trainer.evaluate", "benchmarks: prepare the questions, answer them, score the answers"),
     "ablation": ("trainer.ablation", "ablation studies"),
+    "published": ("trainer.published.__main__", "convert the published XComposer2-VL / MoAI-7B weights; 7B dry run"),
 }
 
 

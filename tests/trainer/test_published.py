@@ -310,3 +310,25 @@ def test_backbone_loads_natively_by_its_model_type(tmp_path):
     again = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
     assert type(again) is InternLM2PLoRAForCausalLM and again.model.layers[0].mlp.up_proj.scaling == 2.0
     assert lm_state(ref.random_published(), ref.TINY)["lm_head.weight"].shape == (260, 64)
+
+
+def test_cli_entry_and_generation_bench_smoke(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from trainer.cli import main as cli_main
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench_main = bench.main
+
+    assert cli_main(["published", "convert", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    assert "no published checkpoint folder at" in capsys.readouterr().err
+    assert bench_main(["--batch-sizes", "1,2", "--new-tokens", "3", "--repeats", "1",
+                       "--json", str(tmp_path / "g.json")]) == 0
+    rows = json.loads((tmp_path / "g.json").read_text())["results"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert all(r["prompt_tokens_per_s"] > 0 and r["generated_tokens_per_s"] > 0 and r["steps"] == 3 for r in rows)

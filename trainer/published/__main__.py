@@ -1,4 +1,4 @@
-"""`python -m trainer.published convert SRC OUT` and `python -m trainer.published dryrun`.
+"""`python -m trainer.published convert SRC OUT` and `python -m trainer.published dryrun` (or `trainer published ...`).
 
     python -m trainer.published convert checkpoints/internlm-xcomposer2-vl-7b checkpoints/xcomposer2-backbone
     python -m trainer.published convert checkpoints/MoAI-7B checkpoints/moai-7b-ours
