@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainer.model import internlm2  # noqa: F401  (registers the internlm2_plora backbone with transformers)
+from trainer.model import internlm2
 from trainer.model.compressor import Compressor
 from trainer.model.config import MoAIConfig
 from trainer.model.connector import Connector
@@ -94,6 +94,7 @@ class MoAIModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        internlm2.register()  # MoAI's own backbone (internlm2_plora) loads natively, like Llama
         check_lm_folder(config.lm, config.trust_remote_code)
         lm = AutoModelForCausalLM.from_pretrained(config.lm, local_files_only=True, dtype=config.dtype,
                                                   trust_remote_code=config.trust_remote_code)
