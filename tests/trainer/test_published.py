@@ -5,6 +5,7 @@ converted and run against an independent re-implementation of the published comp
 (tests/trainer/published_reference.py).
 """
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -148,6 +149,9 @@ def test_converted_folder_holds_only_safetensors(published):
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
     tensors, _ = read_checkpoint(ours / "lm")
     assert "model.layers.0.self_attn.qkv_proj.lora_A.weight" in tensors
+    from trainer.data import PromptFormat  # trainer generate / evaluate run read MoAI's prompt from here
+    state = json.loads((ours / "state.json").read_text())
+    assert PromptFormat.from_dict(state["recipe"]["data"]["prompt"]).user_end == "[UNUSED_TOKEN_145]\n"
 
 
 # ---- the published computation -------------------------------------------------------------------
@@ -314,7 +318,6 @@ def test_backbone_loads_natively_by_its_model_type(tmp_path):
 
 def test_cli_entry_and_generation_bench_smoke(tmp_path, capsys):
     import importlib.util
-    import json
     from pathlib import Path
 
     from trainer.cli import main as cli_main
@@ -332,3 +335,25 @@ def test_cli_entry_and_generation_bench_smoke(tmp_path, capsys):
     rows = json.loads((tmp_path / "g.json").read_text())["results"]
     assert [r["batch"] for r in rows] == [1, 2]
     assert all(r["prompt_tokens_per_s"] > 0 and r["generated_tokens_per_s"] > 0 and r["steps"] == 3 for r in rows)
+
+
+def test_converted_model_answers_batched_as_trainer_generate_does(published, tmp_path):
+    """`trainer generate` / `trainer evaluate run` (answer_batch) on the converted folder, with the prompt
+    format the converter wrote: a batch answers as its rows do alone."""
+    from schemas import encode_ps_map
+    from trainer.data import PromptFormat
+    from trainer.generate import answer_batch
+    from trainer.synthetic import render
+
+    ours = published[2]
+    model = load(ours)
+    prompt = PromptFormat.from_dict(json.loads((ours / "state.json").read_text())["recipe"]["data"]["prompt"])
+    items = []
+    for i, (shape, colour, aux) in enumerate([("circle", "red", AUX[0]), ("square", "blue", ""),
+                                              ("triangle", "green", AUX[2])]):
+        image, segments = render(shape, colour)
+        image.save(tmp_path / f"{i}.png")
+        items.append({"prompt": f"What is the {shape}'s colour?" + " Answer briefly." * i,
+                      "source": str(tmp_path / f"{i}.png"), "ps_map": encode_ps_map(segments), "text_aux": aux})
+    batched = answer_batch(model, items, prompt, max_new_tokens=4)
+    assert batched == [answer_batch(model, [item], prompt, max_new_tokens=4)[0] for item in items]

@@ -30,8 +30,10 @@ def check_lm_folder(path: str, trust_remote_code: bool) -> dict:
     model_type = config.get("model_type", "?")
     # A native architecture loads natively even when its config still names remote code.
     if model_type not in CONFIG_MAPPING and not trust_remote_code:
+        hint = (" (InternLM-XComposer2 or MoAI-7B? `python -m trainer.published convert` makes it load natively)"
+                if model_type == "internlm2" else "")
         raise ValueError(f"the LM at {path!r} (model_type {model_type!r}) ships its own modelling code; "
-                         "set MoAIConfig.trust_remote_code=True to run it (only for code you trust)")
+                         f"set MoAIConfig.trust_remote_code=True to run it (only for code you trust){hint}")
     return config
 
 
@@ -49,8 +51,8 @@ def pre_attention_norms(lm: nn.Module) -> list[nn.Module]:
         raise ValueError(
             f"unsupported LM layout: {type(lm).__name__} (model_type {model_type!r}) has no sequential "
             f"pre-norm decoder layers (decoder.layers[i].{norm_name} -> {attn_name}, then {post_name}); "
-            "MoAI supports Llama, Mistral, Qwen2/Qwen3 and models sharing their layer layout, and "
-            "InternLM2 with trust_remote_code=True")
+            "MoAI supports Llama, Mistral, Qwen2/Qwen3 and models sharing their layer layout, InternLM2 with "
+            "PLoRA natively (`python -m trainer.published convert`), and InternLM2 with trust_remote_code=True")
     return [getattr(layer, norm_name) for layer in layers]
 
 

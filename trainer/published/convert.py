@@ -8,6 +8,7 @@ unexpected and mis-shaped keys) rather than guess; both write safetensors. Outpu
     OUT/vision/                 CLIP vision folder (when the source holds the tower's weights)
     OUT/vision_proj.safetensors the published vision projector (MoAIConfig.connector_init)
     OUT/moai_config.json, OUT/moai.safetensors   (MoAI-7B only: connector, Compressor, Mixers)
+    OUT/state.json              (MoAI-7B only: MoAI's prompt format, for `trainer generate` / `evaluate run`)
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ OURS = {"attention.wqkv": "self_attn.qkv_proj", "attention.wo": "self_attn.o_pro
         "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj", "feed_forward.w2": "mlp.down_proj"}
 NORMS = {"attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
 SHARD_BYTES = 5 * 2**30
+# MoAI's eval prompt as our PromptFormat writes it (docs/published.md §7): `trainer generate` and
+# `trainer evaluate run` read it from state.json. Ours puts <image> after the user markup, not before.
+MOAI_PROMPT = {"system": "AI assistant should give helpful and detailed answers to user after fully "
+                         "understanding an image. ",
+               "user_start": " [UNUSED_TOKEN_146]user\n", "user_end": "[UNUSED_TOKEN_145]\n",
+               "assistant_start": "[UNUSED_TOKEN_146]assistant\n", "assistant_end": "[UNUSED_TOKEN_145]\n"}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "tokenization_internlm2.py", "tokenization_internlm2_fast.py")
 
@@ -267,4 +274,6 @@ def convert(src: str | Path, out: str | Path, vision: str | None = None, dtype: 
         moai.save(out / CONFIG_FILE)
         save_file({k: v.contiguous() for k, v in moai_state(tensors, sizes).items()}, str(out / WEIGHTS_FILE),
                   metadata={"stage": "2"})
+        (out / "state.json").write_text(json.dumps({"converted_from": str(src), "recipe": {
+            "model": moai.to_dict(), "data": {"prompt": MOAI_PROMPT}}}, indent=2) + "\n")
     return summary
