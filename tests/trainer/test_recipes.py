@@ -32,6 +32,9 @@ def test_published_7b_settings():
     assert cfg.precision == "bf16" and cfg.distributed == "fsdp"
     assert recipe["model"]["mixer_layers"] == [7, 15, 23, 31] and recipe["model"]["num_latents"] == 64
     assert stage_config(recipe, 2).init_from == "runs/moai-7b/stage1/final"
+    # MoAI's own backbone, converted from InternLM-XComposer2-VL-7B (python -m trainer.published convert)
+    assert recipe["model"]["lm"] == "checkpoints/xcomposer2-backbone/lm"
+    assert recipe["model"]["connector_init"] == "checkpoints/xcomposer2-backbone/vision_proj.safetensors"
 
 
 def test_tiny_recipe_builds_its_model(tmp_path):
