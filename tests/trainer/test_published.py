@@ -357,3 +357,27 @@ def test_converted_model_answers_batched_as_trainer_generate_does(published, tmp
                       "source": str(tmp_path / f"{i}.png"), "ps_map": encode_ps_map(segments), "text_aux": aux})
     batched = answer_batch(model, items, prompt, max_new_tokens=4)
     assert batched == [answer_batch(model, [item], prompt, max_new_tokens=4)[0] for item in items]
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_training_step_on_the_backbone_with_gradient_checkpointing(published, stage):
+    """MoAI's parts get the same gradients with the LM's layers checkpointed; PLoRA and the LM get none."""
+    model = load(published[2]).train()
+    model.set_stage(stage)
+    batch = sample(model, rows=(0, 2), padding="right")
+    labels = batch["input_ids"].clone()
+    labels[:, :-4] = -100  # the last tokens play the answer
+    labels[batch["attention_mask"] == 0] = -100
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.lm.activation_checkpointing_enable({"use_reentrant": False})  # as trainer/train.py does
+        model.zero_grad()
+        loss = model(**batch, labels=labels, generator=torch.Generator().manual_seed(5)).loss
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert not any(n.startswith(("lm.", "vision.")) for n in grads[0])
+    assert any(n.startswith("mixers.") for n in grads[0]) and any(n.startswith("compressor.") for n in grads[0])
+    for name in grads[0]:
+        assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4)

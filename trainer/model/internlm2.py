@@ -195,9 +195,9 @@ class InternLM2PLoRAPreTrainedModel(PreTrainedModel):
 
 def attention_mask_4d(attention_mask: torch.Tensor | None, T: int, S: int) -> torch.Tensor | None:
     """(B, S) 0/1 mask over cache + new tokens -> (B, 1, T, S) bool (causal and padding), or None when
-    plain causal attention suffices (no padding, no cache)."""
+    no padding leaves SDPA's own causal mask (prefill) or no mask at all (one new token) enough."""
     if attention_mask is None or bool(attention_mask.all()):
-        if S == T:
+        if S == T or T == 1:
             return None
         attention_mask = None
     device = attention_mask.device if attention_mask is not None else None
