@@ -213,9 +213,18 @@ class CachedDataset(torch.utils.data.Dataset):
 
 def check_compatible(meta: dict, model_config: dict) -> None:
     """A cache is only valid for the vision tower and tokenizer it was made with."""
+    from .model.config import FEATURE_QUIRKS, ModelCompat
+
     cached = meta["model"]
     for key in ("vision", "lm", "image_size", "compat", "image_token"):
-        if key in cached and key in model_config and cached[key] != model_config[key]:
+        if key not in cached or key not in model_config:
+            continue
+        if key == "compat":  # only the quirks that change the features matter (docs/published.md §5)
+            same = (ModelCompat.parse(cached[key]).quirks & FEATURE_QUIRKS
+                    == ModelCompat.parse(model_config[key]).quirks & FEATURE_QUIRKS)
+        else:
+            same = cached[key] == model_config[key]
+        if not same:
             raise ValueError(f"feature cache was made with {key}={cached[key]!r} but the recipe's model has "
                              f"{key}={model_config[key]!r}; rebuild the cache with `trainer cache`")
 

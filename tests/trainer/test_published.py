@@ -381,3 +381,14 @@ def test_training_step_on_the_backbone_with_gradient_checkpointing(published, st
     assert any(n.startswith("mixers.") for n in grads[0]) and any(n.startswith("compressor.") for n in grads[0])
     for name in grads[0]:
         assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_feature_cache_follows_only_the_quirks_that_change_features():
+    from trainer.cache import check_compatible
+
+    meta = {"model": {"vision": "clip", "compat": "none"}}
+    check_compatible(meta, {"vision": "clip", "compat": "gate_half,aux_bos_nomask,buffer_positions"})
+    for compat in ("moai", "ps_range", "clip_fp16_positions"):
+        with pytest.raises(ValueError, match="feature cache was made with compat='none'"):
+            check_compatible(meta, {"vision": "clip", "compat": compat})
+    check_compatible({"model": {"compat": "moai"}}, {"compat": "ps_range,clip_fp16_positions"})

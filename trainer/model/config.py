@@ -22,6 +22,8 @@ QUIRKS = {
     "buffer_positions": "RoPE positions are buffer indices, so left padding shifts them",
 }
 
+FEATURE_QUIRKS = frozenset({"ps_range", "clip_fp16_positions"})  # those that change cached CLIP features
+
 
 @dataclass(frozen=True)
 class ModelCompat:
