@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from schemas.schema import STATUS_OK
+
 
 def answer_batch(model, items: list[dict], prompt, max_new_tokens: int,
                  features: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[str]:
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if row is None:
         print(f"trainer generate: {args.image!r} is not in {args.annotations}", file=sys.stderr)
         return 2
-    if table.column("status")[row].as_py() != "ok" or table.column("ps_map")[row].as_py() is None:
+    if table.column("status")[row].as_py() != STATUS_OK or table.column("ps_map")[row].as_py() is None:
         print(f"trainer generate: {args.image!r} has no usable annotation (status "
               f"{table.column('status')[row].as_py()!r}, ps_map present: "
               f"{table.column('ps_map')[row].as_py() is not None})", file=sys.stderr)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from schemas.schema import STATUS_OK
+
 from . import BENCHMARKS, benchmark
 from .common import read_jsonl
 from ..generate import answer_batch
@@ -38,7 +40,7 @@ def plan(questions: list[dict], table, done: set[str]) -> tuple[list[dict], dict
         if q["question_id"] in done:
             continue
         row = by_id.get(q["image_id"], by_source.get(q["image_id"]))
-        reason = ("missing_annotation" if row is None else "error_row" if status[row] != "ok"
+        reason = ("missing_annotation" if row is None else "error_row" if status[row] != STATUS_OK
                   else "missing_ps_map" if not ps_map[row].is_valid else None)
         if reason:
             skipped[reason].append(f"{q['question_id']}:{q['image_id']}")
