@@ -106,7 +106,8 @@ def test_run_reads_cached_features_and_answers_alike(setup, tmp_path, one_thread
     from schemas import read_annotations
     from trainer.cache import build_cache
     from trainer.cli import main as cli
-    from trainer.data import ANNOTATION_COLUMNS, describe_conversations
+    from trainer.conversations import describe_conversations
+    from trainer.data import ANNOTATION_COLUMNS
     from trainer.model import MoAIModel
     root, model_dir = setup
     table = read_annotations(root / "annotations", columns=ANNOTATION_COLUMNS)
