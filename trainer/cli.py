@@ -16,7 +16,7 @@ import sys
 COMMANDS = {
     "cache": ("trainer.cache", "compute the frozen CLIP features and tokenized aux text once"),
     "train": ("trainer.train", "train one stage (1: experts drawn at random, 2: gated mixing)"),
-    "conversations": ("trainer.data", "write a demo conversation JSON from annotations (objects per image)"),
+    "conversations": ("trainer.conversations", "write a demo conversation JSON from annotations (objects per image)"),
     "generate": ("trainer.generate", "answer a question about an image with a trained model"),
     "evaluate": ("trainer.evaluate", "benchmarks: prepare the questions, answer them, score the answers"),
     "ablation": ("trainer.ablation", "ablation studies"),

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from schemas.schema import STATUS_OK
 
-def answer_batch(model, items: list[dict], prompt, max_new_tokens: int) -> list[str]:
+
+def answer_batch(model, items: list[dict], prompt, max_new_tokens: int,
+                 features: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[str]:
     """Greedy answers to items {prompt, source, ps_map, text_aux} (`trainer evaluate run` batches
     them): prompts left-padded, auxiliary text right-padded, an empty one as one masked pad (as
-    training's collate gives it)."""
+    training's collate gives it). `features`: the items' cached (image, ps) CLIP features, each
+    (B, N, Dv), instead of reading and encoding their pictures."""
     from trainer.data import generation_prompt, load_image, load_ps_ids
     tok, size = model.tokenizer, model.config.image_size
     device = next(model.parameters()).device
@@ -35,13 +39,15 @@ def answer_batch(model, items: list[dict], prompt, max_new_tokens: int) -> list[
         input_ids[b, T - len(x):], attention[b, T - len(x):] = torch.tensor(x), 1
         if a:
             aux[b, :len(a)], aux_mask[b, :len(a)] = torch.tensor(a), 1
-    images = torch.from_numpy(np.stack([load_image(it["source"], size) for it in items])).to(device)
-    ps_ids = torch.from_numpy(np.stack([load_ps_ids(it["ps_map"], size) for it in items])).to(device)
+    if features is not None:  # as training on a cache feeds them
+        vision = {"image_features": features[0].to(device).float(), "ps_features": features[1].to(device).float()}
+    else:
+        images = torch.from_numpy(np.stack([load_image(it["source"], size) for it in items])).to(device)
+        ps_ids = torch.from_numpy(np.stack([load_ps_ids(it["ps_map"], size) for it in items])).to(device)
+        vision = {"pixel_values": model.image_pixel_values(images), "ps_pixel_values": model.ps_pixel_values(ps_ids)}
     with torch.inference_mode():
         out = model.generate(input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
-                             aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device),
-                             pixel_values=model.image_pixel_values(images),
-                             ps_pixel_values=model.ps_pixel_values(ps_ids))
+                             aux_input_ids=aux.to(device), aux_attention_mask=aux_mask.to(device), **vision)
     return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
 
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if row is None:
         print(f"trainer generate: {args.image!r} is not in {args.annotations}", file=sys.stderr)
         return 2
-    if table.column("status")[row].as_py() != "ok" or table.column("ps_map")[row].as_py() is None:
+    if table.column("status")[row].as_py() != STATUS_OK or table.column("ps_map")[row].as_py() is None:
         print(f"trainer generate: {args.image!r} has no usable annotation (status "
               f"{table.column('status')[row].as_py()!r}, ps_map present: "
               f"{table.column('ps_map')[row].as_py() is not None})", file=sys.stderr)

@@ -6,8 +6,9 @@ import torch
 
 from schemas import read_annotations
 from trainer.synthetic import write_corpus
+from trainer.conversations import describe_conversations
 from trainer.data import (
-    ANNOTATION_COLUMNS, describe_conversations, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
+    ANNOTATION_COLUMNS, IGNORE_INDEX, OnlineDataset, PromptFormat, collate, join_samples, load_conversations,
     plan_batches, tokenize_conversation,
 )
 

@@ -366,7 +366,7 @@ def test_checkpointed_forward_leaves_no_mixer_for_later_lm_calls(tiny_root):
             moai.loss.backward()  # its recompute still mixes: the Mixer's weights get gradients
             assert all(p.grad is not None for p in used.mixers.parameters())
             moai = None
-    assert used._recompute_routings == []  # nothing kept once the forward's graph is gone
+    assert used.router.awaiting_recompute == []  # nothing kept once the forward's graph is gone
 
 
 def test_two_checkpointed_forwards_then_one_backward_match_no_checkpointing(model):

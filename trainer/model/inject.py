@@ -7,6 +7,7 @@ the norm does exactly that without copying or subclassing the LM.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,54 @@ class MixerRouting:
     experts: dict[int, tuple[int, int]]  # stage 1: layer -> (image expert, language expert)
     gate_weights: dict = field(default_factory=dict)  # layer -> GateWeights, filled by the hooks
     layer_inputs: dict = field(default_factory=dict)  # layer -> weakref to the norm input the forward mixed
+
+
+class MixerRouter:
+    """Hands each Mixer hook call the routing it belongs to.
+
+    While a forward or generate runs, that is its routing (`start` .. `finish`). In backward, a
+    gradient-checkpointing recompute re-runs a decoder layer after its forward has finished: the
+    recomputed layer reads the very input the forward saved (the same tensor, or a detached alias
+    of it), which identifies that forward. Any other call reads a different tensor, so a finished
+    forward's routing cannot leak into it. A saved input dies with its forward's graph (after
+    backward, or when the outputs are dropped), and the routing is forgotten with it.
+    """
+
+    def __init__(self) -> None:
+        self.current: MixerRouting | None = None
+        self.awaiting_recompute: list[MixerRouting] = []
+
+    def start(self, routing: MixerRouting) -> None:
+        self.current = routing
+
+    def finish(self, recompute_expected: bool = False) -> None:
+        """End the running forward; keep its routing for backward when layers may be recomputed."""
+        routing, self.current = self.current, None
+        if recompute_expected and routing is not None and routing.layer_inputs:
+            self.awaiting_recompute.append(routing)
+
+    def routing_for(self, layer: int, normed_input) -> MixerRouting | None:
+        """The routing of this hook call: the running forward's, else the one being recomputed."""
+        return self.current if self.current is not None else self._recomputed(layer, normed_input)
+
+    def mixing(self, layer: int, routing: MixerRouting, normed_input) -> None:
+        """Note the input a running forward's layer mixes: a recompute will read the same tensor."""
+        if routing is self.current and isinstance(normed_input, torch.Tensor):
+            routing.layer_inputs[layer] = weakref.ref(normed_input)
+
+    def _recomputed(self, layer: int, normed_input) -> MixerRouting | None:
+        self.awaiting_recompute = [r for r in self.awaiting_recompute
+                                   if any(ref() is not None for ref in r.layer_inputs.values())]
+        if not isinstance(normed_input, torch.Tensor):
+            return None
+        for routing in reversed(self.awaiting_recompute):
+            ref = routing.layer_inputs.get(layer)
+            seen = ref() if ref is not None else None
+            if seen is not None and (seen is normed_input or (
+                    seen.data_ptr() == normed_input.data_ptr() and seen.device == normed_input.device
+                    and seen.shape == normed_input.shape and seen.stride() == normed_input.stride())):
+                return routing
+        return None
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from trainer.model import internlm2
 from trainer.model.compressor import Compressor
 from trainer.model.config import MoAIConfig
 from trainer.model.connector import Connector
-from trainer.model.inject import (GateWeights, MixerRouting, apply_mixer, check_lm_folder, pre_attention_norms,
+from trainer.model.inject import (GateWeights, MixerRouter, MixerRouting, apply_mixer, check_lm_folder, pre_attention_norms,
                                   prompt_language_slots)
 from trainer.model.mixer import Mixer, draw_experts
 from trainer.model.sequence import SplicedBatch, left_align, splice_image_tokens
@@ -73,9 +72,7 @@ class MoAIModel(nn.Module):
                  for i in self.mixer_layers})
         self.mixers.to(config.dtype)
         self.image_token_id = self._image_token_id(tokenizer, config.image_token)
-        self._routing: MixerRouting | None = None  # set while a forward or generate runs
-        # Routings of finished forwards whose checkpointed layers may still be recomputed in backward.
-        self._recompute_routings: list[MixerRouting] = []
+        self.router = MixerRouter()
         self._hooks = [norms[i].register_forward_hook(functools.partial(self._mixer_hook, i))
                        for i in self.mixer_layers]
         self.stage = 1
@@ -265,42 +262,19 @@ class MoAIModel(nn.Module):
         language_index, language_mask = prompt_language_slots(batch.prompt_language_flags)
         # Drawn before the LM runs, in layer order, so a recomputed layer reuses its draw.
         experts = {i: draw_experts(generator) for i in self.mixer_layers} if self.stage == 1 else {}
-        self._routing = MixerRouting(batch.embeds.shape[1], image_index, language_index, language_mask, aux,
-                                     self.stage, experts)
+        self.router.start(MixerRouting(batch.embeds.shape[1], image_index, language_index, language_mask, aux,
+                                       self.stage, experts))
         return batch
 
     def _mixer_hook(self, layer: int, module, args, output):
-        routing = self._routing
         normed_input = args[0] if args else None
-        if routing is None:
-            routing = self._recomputed_routing(layer, normed_input)
+        routing = self.router.routing_for(layer, normed_input)
         # Only the prefill carries the full sequence; cached generation steps skip the Mixer.
         if routing is None or output.ndim != 3 or output.shape[1] != routing.seq_len \
                 or output.shape[0] != routing.image_index.shape[0]:
             return None
-        if normed_input is not None and self._routing is routing:
-            routing.layer_inputs[layer] = weakref.ref(normed_input)
+        self.router.mixing(layer, routing, normed_input)
         return apply_mixer(self.mixers[str(layer)], layer, routing, output)
-
-    def _recomputed_routing(self, layer: int, normed_input) -> MixerRouting | None:
-        """The routing of the finished forward whose layer `layer` read this very input, if any.
-
-        A gradient-checkpointing recompute re-runs the layer on the input the forward saved (the
-        same tensor, or a detached alias of it): that identifies the forward. Any other call reads
-        a different tensor, so a finished forward's routing cannot leak into it. A saved input dies
-        with its forward's graph (after backward, or when the outputs are dropped)."""
-        self._recompute_routings = [r for r in self._recompute_routings
-                                    if any(ref() is not None for ref in r.layer_inputs.values())]
-        if not isinstance(normed_input, torch.Tensor):
-            return None
-        for routing in reversed(self._recompute_routings):
-            ref = routing.layer_inputs.get(layer)
-            seen = ref() if ref is not None else None
-            if seen is not None and (seen is normed_input or (
-                    seen.data_ptr() == normed_input.data_ptr() and seen.device == normed_input.device
-                    and seen.shape == normed_input.shape and seen.stride() == normed_input.stride())):
-                return routing
-        return None
 
     # ---- running -------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
@@ -315,18 +289,16 @@ class MoAIModel(nn.Module):
         reentrant kind backpropagates into the shared aux tokens once per Mixer layer and fails."""
         batch = self._prepare(input_ids, attention_mask, labels, aux_input_ids, aux_attention_mask, image_features,
                               pixel_values, ps_features, ps_pixel_values, generator)
-        routing = self._routing
+        routing = self.router.current
+        # A gradient-checkpointing recompute in backward runs the hooks again (see MixerRouter).
+        recompute_expected = torch.is_grad_enabled() and any(
+            getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules())
         try:
             out = self.lm(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids, labels=batch.labels, use_cache=False,
                           **self.image_mask_kwargs(batch))
         finally:
-            self._routing = None
-        # A gradient-checkpointing recompute in backward runs the hooks again: they find this routing
-        # by the layer inputs it recorded (see _recomputed_routing), and no other call can.
-        if routing is not None and routing.layer_inputs and torch.is_grad_enabled() and any(
-                getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules()):
-            self._recompute_routings.append(routing)
+            self.router.finish(recompute_expected)
         gate_weights = dict(routing.gate_weights) if routing is not None else {}
         return MoAIOutput(out.loss, out.logits, gate_weights, batch.attention_mask, batch.labels)
 
@@ -351,4 +323,4 @@ class MoAIModel(nn.Module):
                                     position_ids=batch.position_ids, **self.image_mask_kwargs(batch),
                                     generation_config=settings)
         finally:
-            self._routing = None
+            self.router.finish()

@@ -98,3 +98,45 @@ def test_cli_run_scores_and_refuses_bad_input(setup, tmp_path, capsys):
     assert cli(["evaluate", "run", "--benchmark", "mme", *base[4:], "--model", str(model), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a folder written by `trainer train`" in err and "prepared for ['pope'], not 'mme'" in err
+
+
+def test_run_reads_cached_features_and_answers_alike(setup, tmp_path, one_thread, capsys):
+    """`--cache`: images the `trainer cache` folder holds take their features from it, the others are
+    encoded online, in separate batches; the answers are those of the all-online run."""
+    from schemas import read_annotations
+    from trainer.cache import build_cache
+    from trainer.cli import main as cli
+    from trainer.conversations import describe_conversations
+    from trainer.data import ANNOTATION_COLUMNS
+    from trainer.model import MoAIModel
+    root, model_dir = setup
+    table = read_annotations(root / "annotations", columns=ANNOTATION_COLUMNS)
+    conversations = [c for c in describe_conversations(read_annotations(root / "annotations"))
+                     if c["image"] in ("img0.png", "img1.png")]
+    model = MoAIModel.from_pretrained(model_dir)
+    build_cache(model, table, conversations, tmp_path / "cache", dtype="float32", progress=False)
+    args = ("pope", root / "questions.jsonl", str(root / "annotations"), str(model_dir))
+    online = run(*args, tmp_path / "online", batch_size=4, max_new_tokens=6)
+    cached = run(*args, tmp_path / "cached", batch_size=4, max_new_tokens=6, cache=str(tmp_path / "cache"))
+    assert online["features_from_cache"] == 0 and cached["features_from_cache"] == 4  # random/0,1,3,4
+    assert answers(tmp_path / "cached" / "predictions.jsonl") == answers(tmp_path / "online" / "predictions.jsonl")
+
+    import trainer.evaluate.run as run_module
+    calls, real = [], run_module.answer_batch
+    run_module.answer_batch = lambda m, batch, p, n, vision=None: calls.append(
+        (len(batch), vision is not None)) or real(m, batch, p, n, vision)
+    try:
+        run(*args, tmp_path / "spy", batch_size=4, max_new_tokens=2, cache=str(tmp_path / "cache"))
+    finally:
+        run_module.answer_batch = real
+    assert sorted(calls) == [(1, False), (4, True)]  # never a batch mixing cached and online images
+
+    other = json.loads((tmp_path / "cache" / "meta.json").read_text())
+    other["model"]["image_size"] += 14  # a cache made for another vision tower is refused
+    (tmp_path / "cache" / "meta.json").write_text(json.dumps(other))
+    base = ["evaluate", "run", "--benchmark", "pope", "--questions", str(root / "questions.jsonl"),
+            "--annotations", str(root / "annotations"), "--model", str(model_dir), "--out", str(tmp_path / "x")]
+    assert cli([*base, "--cache", str(tmp_path / "cache")]) == 2
+    assert "feature cache was made with image_size" in capsys.readouterr().err
+    assert cli([*base, "--cache", str(tmp_path / "nowhere")]) == 2
+    assert "is not a feature cache" in capsys.readouterr().err
