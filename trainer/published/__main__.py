@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary['kind']}: d {s.dim}, {s.layers} layers, {s.heads}/{s.kv_heads} heads, PLoRA r {s.plora_rank}"
           + (f", Mixer layers {list(s.mixer_layers)}" if s.moai else "") + f" -> {args.out}")
     if summary["remote_tokenizer"]:
-        print("the tokenizer ships as remote code: loading it needs trust_remote_code (the LM itself loads natively)")
+        print("the tokenizer ships as remote code: loading it needs trust_remote_code and the sentencepiece "
+              "package (the LM itself loads natively)")
     if s.moai:
         print(f"load with MoAIModel.from_pretrained({args.out!r}) (compat='moai' reproduces the published numbers)")
     else:
