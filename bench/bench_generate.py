@@ -6,9 +6,9 @@
 Each row of the batch is what MoAI answers from: a prompt (BOS, system text, <image>, question) whose
 <image> becomes 1,225 image tokens, and an aux input of text plus 1,225 PS-map tokens for the
 Compressor. CLIP features are given (as from `trainer cache`), so the numbers are the LM side's.
-Reported per batch size (medians of --repeats runs): prompt tokens/s (prefill: merged prompt tokens, image tokens included, over
-the time of a 1-token generate), generated tokens/s (batch x (N - 1) new tokens over the time the
-N-token generate takes beyond that), and peak memory (CUDA: max allocated, weights included; CPU:
+Reported per batch size (medians of --repeats runs, each one N-token generate): prompt tokens/s
+(merged prompt tokens, image tokens included, over the time to the end of the LM's first forward),
+generated tokens/s (batch x (N - 1) new tokens over the time of the remaining forwards), and peak memory (CUDA: max allocated, weights included; CPU:
 peak RSS of the process). The published code runs batch 1 in 4/8 bit only; this is bf16, batched.
 """
 from __future__ import annotations
@@ -76,16 +76,25 @@ def make_batch(model, batch_size: int, prompt_len: int, aux_len: int, device: st
                 image_features=feats(), ps_features=feats())
 
 
-def timed(fn, device: str) -> tuple[float, object]:
+def timed_generate(model, batch: dict, new_tokens: int, device: str) -> tuple[float, float, int]:
+    """One greedy generate -> (prefill seconds, decode seconds, LM calls). Prefill runs from the call to
+    the end of the LM's first forward (splicing, Compressor, Mixer and the prompt pass); decode from
+    there to the end of the last forward (one forward per further token)."""
     import torch
 
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, out
+    def now():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    ends = []
+    hook = model.lm.register_forward_hook(lambda *_: ends.append(now()))
+    try:
+        start = now()
+        model.generate(**batch, max_new_tokens=new_tokens)
+    finally:
+        hook.remove()
+    return ends[0] - start, ends[-1] - ends[0], len(ends)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,21 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         model.generate(**batch, max_new_tokens=2)  # warm-up (kernels, allocator)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        prefill_s = statistics.median(timed(lambda: model.generate(**batch, max_new_tokens=1), args.device)[0]
-                                      for _ in range(args.repeats))
-        runs = [timed(lambda: model.generate(**batch, max_new_tokens=new_tokens), args.device)
-                for _ in range(args.repeats)]
-        total_s, out = statistics.median(t for t, _ in runs), runs[-1][1]
-        steps = out.shape[1]  # < new_tokens only if every row produced EOS
-        decode_s = max(total_s - prefill_s, 1e-9)
+        runs = [timed_generate(model, batch, new_tokens, args.device) for _ in range(args.repeats)]
+        prefill_s = statistics.median(r[0] for r in runs)
+        decode_s = statistics.median(r[1] for r in runs)
+        steps = runs[-1][2]  # LM calls = generated tokens (fewer only if every row produced EOS)
         peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda")
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         row = dict(batch=batch_size, prompt_tokens_per_s=batch_size * merged / prefill_s,
-                   generated_tokens_per_s=batch_size * (steps - 1) / decode_s, prefill_s=prefill_s,
-                   total_s=total_s, steps=steps, peak_gib=peak)
+                   generated_tokens_per_s=batch_size * (steps - 1) / decode_s if steps > 1 else float("nan"),
+                   prefill_s=prefill_s, decode_s=decode_s, steps=steps, peak_gib=peak)
         results.append(row)
         print(f"  batch {batch_size:>3}: prompt {row['prompt_tokens_per_s']:>10,.0f} tok/s   generated "
-              f"{row['generated_tokens_per_s']:>8,.1f} tok/s   ({steps} steps, {total_s:.2f} s)   peak "
+              f"{row['generated_tokens_per_s']:>8,.1f} tok/s   ({steps} steps; prefill {prefill_s:.2f} s, decode "
+              f"{decode_s:.2f} s)   peak "
               f"{peak:.2f} GiB" + (" (RSS)" if not args.device.startswith("cuda") else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(size=args.size, device=args.device, results=results), indent=2))
