@@ -253,6 +253,10 @@ def test_quirk_gate_half(published):
     assert (sums - 1).abs().max() > 0 and torch.allclose(sums, torch.ones_like(sums), atol=2e-3)
     assert torch.equal(a.gate_weights[3].image.sum(-1).round(decimals=5), torch.ones_like(sums))
     assert 0 < (a.logits - b.logits).abs().max() < 1e-2
+    quirk.train()  # stage-2 training: bfloat16 weights, coarser still
+    with torch.no_grad():
+        trained = quirk(**batch).gate_weights[3].image.sum(-1)
+    assert (trained - 1).abs().max() > (sums - 1).abs().max() and torch.allclose(trained, sums, atol=1e-2)
 
 
 def test_quirk_aux_bos_nomask(published):
