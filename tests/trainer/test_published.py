@@ -396,3 +396,29 @@ def test_a_feature_cache_follows_only_the_quirks_that_change_features():
         with pytest.raises(ValueError, match="feature cache was made with compat='none'"):
             check_compatible(meta, {"vision": "clip", "compat": compat})
     check_compatible({"model": {"compat": "moai"}}, {"compat": "ps_range,clip_fp16_positions"})
+
+
+def test_a_checkpoint_holding_the_clip_tower_gets_its_own_vision_folder(tmp_path, tiny_root):
+    from transformers import CLIPVisionModel
+
+    from trainer.model.vision import interpolate_position_grid, load_clip_vision
+    from trainer.published.layout import VIT_PREFIX
+
+    clip = CLIPVisionModel.from_pretrained(build_tiny_backbones(tiny_root)["vision"], local_files_only=True)
+    interpolate_position_grid(clip, 490)  # stored as published: 1,226 positions for 490 px
+    vit = {VIT_PREFIX + k: v.clone() for k, v in clip.state_dict().items()}
+    tensors = dict(ref.random_published(seed=2), **vit)
+    ref.write_published(tmp_path / "with-vit", tensors, tokenizer=build_tokenizer())
+    summary = convert(tmp_path / "with-vit", tmp_path / "ours", clip_heads=2)  # no --vision needed
+    assert summary["vision"] == str((tmp_path / "ours" / "vision").resolve())
+    vision = load_clip_vision(summary["vision"], 490, torch.float32)
+    for key, value in vision.state_dict().items():
+        assert torch.equal(value, vit[VIT_PREFIX + key]), key
+    assert load(tmp_path / "ours").num_image_tokens == 1225
+    bad = dict(tensors, **{VIT_PREFIX + "encoder.layers.0.mlp.fc1.bias": torch.zeros(3)})
+    ref.write_published(tmp_path / "bad-vit", bad, tokenizer=build_tokenizer())
+    with pytest.raises(ValueError, match="(?s)do not fit a CLIP vision tower: .*fc1.bias"):
+        convert(tmp_path / "bad-vit", tmp_path / "out", clip_heads=2)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="CLIP width 32 cannot be split into 0 heads; pass --clip-heads"):
+        convert(tmp_path / "with-vit", tmp_path / "out2")

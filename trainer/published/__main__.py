@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--expert-heads", type=int, default=4, help="not recorded in the weights (published: 4)")
     convert.add_argument("--compressor-heads", type=int, default=4, help="not recorded in the weights (published: 4)")
     convert.add_argument("--plora-alpha", type=float, help="not recorded in the weights (default: = rank)")
+    convert.add_argument("--clip-heads", type=int, help="not recorded in the weights (default: width / 64)")
     commands.add_parser("dryrun", help="MoAI-7B on the meta device: parameter counts, layout check")
     args = parser.parse_args(argv)
     if args.command == "dryrun":
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run_convert(args.src, args.out, args.vision, args.dtype, args.expert_heads, args.compressor_heads,
-                              args.plora_alpha)
+                              args.plora_alpha, args.clip_heads)
     except (ValueError, FileNotFoundError) as err:
         print(f"trainer.published convert: error: {err}", file=sys.stderr)
         return 2

@@ -195,9 +195,10 @@ def save_sharded(tensors: dict[str, torch.Tensor], out: Path, name: str = "model
     (out / f"{name}.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def write_vision(vit: dict[str, torch.Tensor], out: Path) -> int:
-    """The CLIP tower's `vit.*` tensors -> a CLIPVisionModel folder (loaded strictly); returns its image size."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+def clip_tower(vit: dict[str, torch.Tensor], heads: int | None = None):
+    """The CLIP tower's `vit.*` tensors -> a CLIPVisionModel holding them (loaded strictly).
+    heads: not recorded in the weights; default width / 64, as in every OpenAI CLIP (ViT-L/14: 16)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     state = {k[len(VIT_PREFIX):]: v for k, v in vit.items() if k not in VIT_IGNORED}
     try:
@@ -208,30 +209,42 @@ def write_vision(vit: dict[str, torch.Tensor], out: Path) -> int:
         ffn = state["encoder.layers.0.mlp.fc1.weight"].shape[0]
     except (KeyError, ValueError) as err:
         raise ValueError(f"the vit.* tensors are not a CLIP vision tower ({err!r} missing)") from None
-    # OpenAI's CLIP towers all use 64-wide heads (ViT-L/14: 1024 / 64 = 16 heads).
+    heads = heads or hidden // 64
+    if not heads or hidden % heads:
+        raise ValueError(f"CLIP width {hidden} cannot be split into {heads} heads; pass --clip-heads")
     config = CLIPVisionConfig(hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
-                              num_attention_heads=hidden // 64, image_size=grid * patch, patch_size=patch)
+                              num_attention_heads=heads, image_size=grid * patch, patch_size=patch)
     vision = CLIPVisionModel(config)
     try:
         vision.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"the vit.* tensors do not fit a CLIP vision tower: {err}") from None
+    return vision
+
+
+def write_vision(vision, out: Path) -> None:
+    from transformers import CLIPImageProcessor
+
+    size = vision.config.image_size
     vision.save_pretrained(out)
-    CLIPImageProcessor(size={"height": grid * patch, "width": grid * patch}, do_center_crop=False).save_pretrained(out)
-    return grid * patch
+    CLIPImageProcessor(size={"height": size, "width": size}, do_center_crop=False).save_pretrained(out)
 
 
-def copy_tokenizer(src: Path, out: Path) -> bool:
-    """Copy the tokenizer files; True when the tokenizer ships as remote code (InternLM2's does)."""
+def copy_tokenizer(src: Path, out: Path) -> None:
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
-    config = out / "tokenizer_config.json"
+
+
+def tokenizer_is_remote(src: Path) -> bool:
+    """True when the tokenizer ships as remote code (InternLM2's does)."""
+    config = src / "tokenizer_config.json"
     return config.is_file() and "auto_map" in json.loads(config.read_text())
 
 
 def convert(src: str | Path, out: str | Path, vision: str | None = None, dtype: str = "bfloat16",
-            expert_heads: int = 4, compressor_heads: int = 4, plora_alpha: float | None = None) -> dict:
+            expert_heads: int = 4, compressor_heads: int = 4, plora_alpha: float | None = None,
+            clip_heads: int | None = None) -> dict:
     """Convert a published XComposer2-VL or MoAI folder into OUT (see the module docstring).
     vision: a local CLIP ViT-L/14-336 folder, needed only when the source holds no `vit.*` tensors."""
     from safetensors.torch import save_file
@@ -243,26 +256,23 @@ def convert(src: str | Path, out: str | Path, vision: str | None = None, dtype: 
     tensors, config = read_checkpoint(src)
     sizes = read_sizes({k: tuple(v.shape) for k, v in tensors.items()}, config)
     kind = "MoAI-7B" if sizes.moai else "InternLM-XComposer2-VL"
+    # Everything is checked before anything is written.
     check_keys(tensors, sizes, kind)
+    lm = lm_config(sizes, config, plora_alpha)
     vit = {k: v for k, v in tensors.items() if k.startswith(VIT_PREFIX)}
-    if not vit and vision is None:
+    tower = clip_tower(vit, clip_heads) if vit else None
+    if tower is None and vision is None:
         raise ValueError(f"{src} holds no vit.* (CLIP tower) tensors: pass --vision DIR, a local "
                          "CLIP ViT-L/14-336 folder")
-    if vision is not None and not Path(vision, "config.json").is_file():
+    if tower is None and not Path(vision, "config.json").is_file():
         raise FileNotFoundError(f"no CLIP vision model at {vision!r} (config.json missing)")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; converting writes a fresh folder")
-    (out / "lm").mkdir(parents=True, exist_ok=True)
-    lm_config(sizes, config, plora_alpha).save_pretrained(out / "lm")
-    save_sharded(lm_state(tensors, sizes), out / "lm")
-    remote_tokenizer = copy_tokenizer(src, out / "lm")
-    save_file({k: v.contiguous() for k, v in connector_state(tensors).items()}, str(out / "vision_proj.safetensors"))
-    image_size = 490
-    if vit:
-        image_size = write_vision(vit, out / "vision")
-        vision = str(out / "vision")
+    remote_tokenizer = tokenizer_is_remote(src)
     summary = {"kind": kind, "sizes": sizes, "lm": str((out / "lm").resolve()),
-               "vision": str(Path(vision).resolve()), "remote_tokenizer": remote_tokenizer}
+               "vision": str((out / "vision").resolve() if tower is not None else Path(vision).resolve()),
+               "remote_tokenizer": remote_tokenizer}
+    moai = None
     if sizes.moai:
         if sizes.compressor_inner % compressor_heads:
             raise ValueError(f"Compressor width {sizes.compressor_inner} is not divisible by {compressor_heads} heads")
@@ -270,7 +280,17 @@ def convert(src: str | Path, out: str | Path, vision: str | None = None, dtype: 
                           compressor_depth=sizes.compressor_depth, compressor_heads=compressor_heads,
                           compressor_head_dim=sizes.compressor_inner // compressor_heads, ff_mult=sizes.ff_mult,
                           expert_rank=sizes.expert_rank, expert_heads=expert_heads, mixer_layers=sizes.mixer_layers,
-                          image_size=image_size, trust_remote_code=remote_tokenizer, torch_dtype=dtype)
+                          image_size=tower.config.image_size if tower is not None else 490,
+                          trust_remote_code=remote_tokenizer, torch_dtype=dtype)
+
+    (out / "lm").mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(out / "lm")
+    save_sharded(lm_state(tensors, sizes), out / "lm")
+    copy_tokenizer(src, out / "lm")
+    save_file({k: v.contiguous() for k, v in connector_state(tensors).items()}, str(out / "vision_proj.safetensors"))
+    if tower is not None:
+        write_vision(tower, out / "vision")
+    if moai is not None:
         moai.save(out / CONFIG_FILE)
         save_file({k: v.contiguous() for k, v in moai_state(tensors, sizes).items()}, str(out / WEIGHTS_FILE),
                   metadata={"stage": "2"})
