@@ -1,7 +1,8 @@
 """An independent batch-1 re-implementation of the published MoAI computation, on the published key names.
 
-Written from what the published code computes (docs/published.md), in plain PyTorch and without any
-of trainer/: grouped wqkv, PLoRA on image rows, unmasked Mixer with float16 gates (eval mode),
+Written from what the published code computes (docs/published.md), in plain PyTorch: the computation
+uses nothing of trainer/ and reads every tensor by its published name (so a wrong key list in
+trainer/published/layout.py, from which the random checkpoints are built, fails here): grouped wqkv, PLoRA on image rows, unmasked Mixer with float16 gates (eval mode),
 unmasked Compressor over [BOS + aux text ; PS tokens], RoPE at buffer indices. Also builds random
 published-format checkpoints at a tiny size, straight from the key list.
 """
@@ -57,6 +58,17 @@ def write_published(folder: Path, tensors: dict, config: dict = TINY_CONFIG, tok
     (folder / "config.json").write_text(json.dumps({"model_type": "internlm2", **config}))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+
+
+def converted_tiny(root: Path, tiny_root: Path) -> tuple[dict, Path, Path]:
+    """A random tiny MoAI-7B-layout folder and its conversion: (tensors, published folder, our folder)."""
+    from trainer.model.tiny import build_tiny_backbones, build_tokenizer
+    from trainer.published.convert import convert
+
+    tensors = random_published(seed=0)
+    write_published(root / "moai-7b", tensors, tokenizer=build_tokenizer())
+    convert(root / "moai-7b", root / "ours", vision=build_tiny_backbones(tiny_root)["vision"])
+    return tensors, root / "moai-7b", root / "ours"
 
 
 # ---- the published computation -------------------------------------------------------------------
