@@ -8,8 +8,9 @@ Each row of the batch is what MoAI answers from: a prompt (BOS, system text, <im
 Compressor. CLIP features are given (as from `trainer cache`), so the numbers are the LM side's.
 Reported per batch size (medians of --repeats runs, each one N-token generate): prompt tokens/s
 (merged prompt tokens, image tokens included, over the time to the end of the LM's first forward),
-generated tokens/s (batch x (N - 1) new tokens over the time of the remaining forwards), and peak memory (CUDA: max allocated, weights included; CPU:
-peak RSS of the process). The published code runs batch 1 in 4/8 bit only; this is bf16, batched.
+generated tokens/s (batch x (N - 1) new tokens over the time of the remaining forwards), and peak
+memory (CUDA: max allocated, weights included; CPU: peak RSS of the process). The published code
+runs batch 1 in 4/8 bit only; this is bf16, batched.
 """
 from __future__ import annotations
 

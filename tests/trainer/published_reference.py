@@ -2,8 +2,9 @@
 
 Written from what the published code computes (docs/published.md), in plain PyTorch: the computation
 uses nothing of trainer/ and reads every tensor by its published name (so a wrong key list in
-trainer/published/layout.py, from which the random checkpoints are built, fails here): grouped wqkv, PLoRA on image rows, unmasked Mixer with float16 gates (eval mode),
-unmasked Compressor over [BOS + aux text ; PS tokens], RoPE at buffer indices. Also builds random
+trainer/published/layout.py, from which the random checkpoints are built, fails here): grouped wqkv,
+PLoRA on image rows, unmasked Mixer with float16 gates (eval mode), unmasked Compressor over
+[BOS + aux text ; PS tokens], RoPE at buffer indices. Also builds random
 published-format checkpoints at a tiny size, straight from the key list.
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ def random_published(sizes: PublishedSizes = TINY, seed: int = 0) -> dict[str, t
     g = torch.Generator().manual_seed(seed)
     out = {}
     for key, shape in published_shapes(sizes).items():
-        if key.endswith("norm.weight") or ".norm_" in key and key.endswith("weight") or \
-                key.startswith("moai_compressor.layers.") and ".1.0.weight" in key or key == "moai_compressor.norm.weight":
+        norm = key.endswith("norm.weight") or (".norm_" in key or key.endswith(".1.0.weight")) and \
+            key.startswith("moai_compressor.") and key.endswith("weight")
+        if norm:  # RMSNorm / LayerNorm scales
             out[key] = 1 + 0.1 * torch.randn(shape, generator=g)
         elif key == "moai_compressor.latents":
             out[key] = torch.randn(shape, generator=g)
@@ -127,9 +129,9 @@ def mix(t, n, h, im, lang, aux):
     p = f"model.layers.{n}.attention.moai_"
     h_im, h_lang = h[im], h[lang]
     out = h.clone()
-    for rows, q, names, kvs, gate in ((im, h_im, ("CA_img_aux", "CA_img_lang", "SA_img"), (aux, h_lang, h_im), "GA_img"),
-                                      (lang, h_lang, ("CA_lang_aux", "CA_lang_img", "SA_lang"),
-                                       (aux, h_im, h_lang), "GA_lang")):
+    groups = ((im, h_im, ("CA_img_aux", "CA_img_lang", "SA_img"), (aux, h_lang, h_im), "GA_img"),
+              (lang, h_lang, ("CA_lang_aux", "CA_lang_img", "SA_lang"), (aux, h_im, h_lang), "GA_lang"))
+    for rows, q, names, kvs, gate in groups:
         assert set(names) <= set(EXPERTS)
         w = torch.softmax(F.linear(q, t[p + gate + ".weight"], t[p + gate + ".bias"]), dim=-1, dtype=torch.float16)
         out[rows] = sum(w[:, j:j + 1] * expert(t, p + name, q, kv) for j, (name, kv) in enumerate(zip(names, kvs)))

@@ -43,14 +43,16 @@ def sample(model, rows=(0,), padding="left"):
     ids = [[tok.bos_token_id] + tok(PROMPTS[r], add_special_tokens=False)["input_ids"] for r in rows]
     aux = [tok(AUX[r], add_special_tokens=False)["input_ids"] or [tok.pad_token_id] for r in rows]
     T, A = max(map(len, ids)), max(map(len, aux))
-    batch = dict(input_ids=torch.full((len(rows), T), tok.pad_token_id), attention_mask=torch.zeros(len(rows), T, dtype=torch.long),
+    batch = dict(input_ids=torch.full((len(rows), T), tok.pad_token_id),
+                 attention_mask=torch.zeros(len(rows), T, dtype=torch.long),
                  aux_input_ids=torch.full((len(rows), A), tok.pad_token_id),
                  aux_attention_mask=torch.zeros(len(rows), A, dtype=torch.long),
                  image_features=features(rows), ps_features=features(rows, seed=100))
     for b, (x, a) in enumerate(zip(ids, aux)):
         span = slice(T - len(x), T) if padding == "left" else slice(0, len(x))
         batch["input_ids"][b, span], batch["attention_mask"][b, span] = torch.tensor(x), 1
-        batch["aux_input_ids"][b, :len(a)], batch["aux_attention_mask"][b, :len(a)] = torch.tensor(a), int(AUX[rows[b]] != "")
+        batch["aux_input_ids"][b, :len(a)] = torch.tensor(a)
+        batch["aux_attention_mask"][b, :len(a)] = int(AUX[rows[b]] != "")  # an empty text: one masked pad
     return batch
 
 

@@ -83,7 +83,8 @@ def test_converter_refuses_a_mismatch_listing_every_kind(published, tmp_path):
     ref.write_published(tmp_path / "bad", bad)
     with pytest.raises(ValueError, match=r"1 missing \(model\.layers\.2\.feed_forward\.w3\.Plora_B\.weight\); "
                                          r"1 unexpected \(model\.layers\.0\.attention\.extra\.weight\); "
-                                         r"1 mis-shaped \(model\.layers\.1\.ffn_norm\.weight \(65,\) \(expected \(64,\)\)\)"):
+                                         r"1 mis-shaped \(model\.layers\.1\.ffn_norm\.weight \(65,\) "
+                                         r"\(expected \(64,\)\)\)"):
         convert(tmp_path / "bad", tmp_path / "out", vision="unused")
     ref.write_published(tmp_path / "good", tensors)
     with pytest.raises(ValueError, match="holds no vit.* .*pass --vision DIR"):

@@ -105,7 +105,8 @@ def read_sizes(shapes: dict[str, tuple[int, ...]], config: dict) -> PublishedSiz
     mixer_layers = tuple(sorted({int(m.group(1)) for k in shapes
                                  if (m := re.match(r"model\.layers\.(\d+)\.attention\.moai_", k))}))
     sizes = dict(dim=dim, layers=max(layer_ids) + 1 if layer_ids else 0, heads=config["num_attention_heads"],
-                 kv_heads=config["num_key_value_heads"], ffn=shape("model.layers.0.feed_forward.w1.Plora_main.weight")[0],
+                 kv_heads=config["num_key_value_heads"],
+                 ffn=shape("model.layers.0.feed_forward.w1.Plora_main.weight")[0],
                  vocab=shape("output.weight")[0], num_embeddings=num_embeddings,
                  plora_rank=shape("model.layers.0.attention.wqkv.Plora_A.weight")[0],
                  bias="model.layers.0.attention.wqkv.Plora_main.bias" in shapes,
