@@ -77,7 +77,8 @@ class MoAIConfig:
         given as a string or list, stored parsed.
     connector_init: a safetensors file of the published vision projector (keys 0.weight, 0.bias,
         2.weight, 2.bias) to start the connector from; None = a fresh MLP (docs/published.md §4).
-    trust_remote_code: only for LMs shipped as remote code (InternLM2); never turned on implicitly.
+    trust_remote_code: only for LMs or tokenizers shipped as remote code (plain InternLM2, InternLM2's
+        tokenizer); never turned on implicitly. MoAI's own backbone (internlm2_plora) needs none.
     """
 
     lm: str

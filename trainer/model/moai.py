@@ -232,6 +232,8 @@ class MoAIModel(nn.Module):
     def _published_aux_text(self, aux_input_ids, aux_attention_mask):
         """The published aux text (docs/published.md §5): BOS first, padded to the longest row, no mask.
         (B, A) right-padded ids -> (B, 1 + longest) ids and an all-ones mask."""
+        if self.tokenizer.bos_token_id is None:
+            raise ValueError("compat quirk aux_bos_nomask needs a tokenizer with a BOS token")
         longest = int(aux_attention_mask.sum(dim=1).max())
         bos = aux_input_ids.new_full((aux_input_ids.shape[0], 1), self.tokenizer.bos_token_id)
         ids = torch.cat([bos, aux_input_ids[:, :longest]], dim=1)  # (B, 1 + longest)
