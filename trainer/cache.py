@@ -62,10 +62,7 @@ def start_staging(out: Path) -> Path:
 
 def swap_into_place(staging: Path, out: Path) -> None:
     """Replace `out` by the finished `staging`: readers see the old cache or the new one, whole."""
-    if out.exists():
-        swap_folder(staging, out)
-    else:
-        os.replace(staging, out)
+    swap_folder(staging, out)
 
 
 def shard_name(k: int) -> str:

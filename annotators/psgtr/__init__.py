@@ -1,2 +1,3 @@
 """PSGTR (OpenPSG, ResNet-50) scene-graph generation in plain PyTorch: model, post-processing,
-checkpoint converter and the `sgg` annotator. Facts: shared/psgtr-spec.md."""
+checkpoint converter and the `sgg` annotator. What it computes, and how MoAI's copy differs:
+docs/scene-graphs.md."""
