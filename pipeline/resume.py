@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -78,12 +79,18 @@ def drop_rows(output: str, image_ids: set) -> int:
     """Rewrite (atomically) every file holding one of image_ids without those rows; returns rows dropped.
 
     Used before retrying errors: the old error rows go first, so an interrupted retry leaves the
-    images missing (and so retried next time), never doubled.
+    images missing (and so retried next time), never doubled. Only files whose footer allows an
+    error row are opened (pipeline/plan.py `may_hold_errors`).
     """
+    from .plan import may_hold_errors
+    if not image_ids:
+        return 0
     fs, root = filesystem_for(output)
     wanted = pa.array(sorted(image_ids), pa.string())
     dropped = 0
     for path in data_files(fs, root):
+        if not may_hold_errors(pq.ParquetFile(path, filesystem=fs).metadata):
+            continue
         table = pq.read_table(path, filesystem=fs)
         hit = pc.is_in(table.column("image_id"), wanted)
         count = pc.sum(hit).as_py() or 0
@@ -114,6 +121,8 @@ class AnnotationDatasink(Datasink):
 
     Each file's schema metadata is `schemas.annotation_schema(provenance)`, where provenance is the
     run's (config, versions) plus the provenance the annotator actors reported for those rows.
+    Each write task reports what it wrote (rows by status, errors by stage): the run's summary is
+    the sum of those reports (`written`), so nothing is read back.
     """
 
     def __init__(self, output: str, provenance: dict, rows_per_file: int):
@@ -121,6 +130,7 @@ class AnnotationDatasink(Datasink):
         self.provenance = provenance
         self.rows_per_file = rows_per_file
         self.run_id = uuid.uuid4().hex[:12]
+        self.written = Counter()  # "ok", "error", "stage:<name>"; filled when the write completes
 
     @property
     def min_rows_per_write(self) -> int:
@@ -135,11 +145,15 @@ class AnnotationDatasink(Datasink):
                     annotators[name[len(PROVENANCE_PREFIX):]] = json.loads(values[0].as_py())
         return {**self.provenance, "annotators": annotators}
 
-    def write(self, blocks, ctx) -> list[str]:
+    def on_write_complete(self, write_result) -> None:
+        for counts in write_result.write_returns:
+            self.written.update(counts)
+
+    def write(self, blocks, ctx) -> dict:
         tables = [pa.table(b) if not isinstance(b, pa.Table) else b for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return []
+            return {}
         table = pa.concat_tables(tables, promote_options="permissive")
         schema = annotation_schema(self.file_provenance(table))
         table = table.select(schema.names)
@@ -147,9 +161,17 @@ class AnnotationDatasink(Datasink):
             table = table.cast(schema)
         table = table.replace_schema_metadata(schema.metadata)
         fs, root = filesystem_for(self.output)
-        written = []
         # The name depends only on this run and the task index: a retried task overwrites its own files.
         for part, start in enumerate(range(0, table.num_rows, self.rows_per_file)):
             name = f"part-{self.run_id}-{ctx.task_idx:05d}-{part:03d}.parquet"
-            written.append(write_atomic(fs, root, name, table.slice(start, self.rows_per_file)))
-        return written
+            write_atomic(fs, root, name, table.slice(start, self.rows_per_file))
+        return written_counts(table)
+
+
+def written_counts(table: pa.Table) -> dict:
+    """{"ok": n, "error": n, "stage:<name>": n} of contract rows, counted by Arrow."""
+    counts = {s["values"]: s["counts"] for s in pc.value_counts(table.column("status")).to_pylist()}
+    errors = table.filter(pc.equal(table.column("status"), STATUS_ERROR)).column("error")
+    for item in pc.value_counts(pc.struct_field(errors, "stage")).to_pylist():
+        counts[f"stage:{item['values']}"] = item["counts"]
+    return counts
