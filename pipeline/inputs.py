@@ -172,21 +172,37 @@ def resolve_sources(batch: pa.Table, image_root: str, uri: str) -> pa.Table:
     return pa.table({"image_id": ids, "source": paths})
 
 
-def input_dataset(ray, uri: str, image_root: str = "", listed: list[Item] | None = None):
+def read_csv_manifest(batch: pa.Table, uri: str):
+    """map_batches over one row (the file): the CSV's `id,path` columns, streamed in record batches.
+    A malformed row stops the run with pyarrow's one-line reason (Ray's read_csv replaces it with a
+    generic message)."""
+    fs, path = filesystem_for(uri)
+    convert = pacsv.ConvertOptions(include_columns=["id", "path"], strings_can_be_null=False,
+                                   column_types={"id": pa.string(), "path": pa.string()})
+    try:
+        with fs.open_input_stream(path) as stream:
+            reader = pacsv.open_csv(stream, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                    convert_options=convert)
+            for record_batch in reader:
+                yield pa.Table.from_batches([record_batch])
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{uri}: {str(exc).splitlines()[0]}") from None
+
+
+def input_dataset(ray, uri: str, image_root: str = "", listed: list[Item] | None = None, num_cpus: float = 1.0):
     """A Ray Data dataset of (image_id, source): a manifest is read in Ray tasks (only its `id` and
     `path` columns), anything else is listed here first. Duplicate ids are checked by the caller's
-    pass over the dataset (pipeline/plan.py), a listing's here (or by whoever passes `listed`)."""
+    pass over the dataset (pipeline/plan.py), a listing's here (or by whoever passes `listed`).
+    `num_cpus` per read task: the run's input side takes the decode budget (pipeline/plan.py `pending`)."""
     if not is_manifest(uri):
         items = list_inputs(uri, image_root) if listed is None else listed
         return ray.data.from_arrow(pa.table({"image_id": pa.array([i.image_id for i in items], pa.string()),
                                              "source": pa.array([i.source for i in items], pa.string())}))
     fs, path = filesystem_for(uri)
     if uri.lower().endswith(".parquet"):
-        ds = ray.data.read_parquet(path, filesystem=fs, columns=["id", "path"])
+        ds = ray.data.read_parquet(path, filesystem=fs, columns=["id", "path"], num_cpus=num_cpus)
     else:
-        ds = ray.data.read_csv(path, filesystem=fs, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                               convert_options=pacsv.ConvertOptions(
-                                   include_columns=["id", "path"], strings_can_be_null=False,
-                                   column_types={"id": pa.string(), "path": pa.string()}))
-    return ds.map_batches(resolve_sources, batch_format="pyarrow",
+        ds = ray.data.from_items([{"file": uri}]).map_batches(
+            read_csv_manifest, batch_format="pyarrow", fn_kwargs={"uri": uri}, num_cpus=num_cpus)
+    return ds.map_batches(resolve_sources, batch_format="pyarrow", num_cpus=num_cpus,
                           fn_kwargs={"image_root": image_root or _default_root(uri), "uri": uri})

@@ -58,7 +58,7 @@ def written_mask(ids: pa.Array | pa.ChunkedArray, index: pa.Table | None) -> np.
     mask[hit[same]] = True
     # Two written ids with one hash (about one in 10^11 at 10^8 ids): compare the rest one by one.
     for row in hit[~same & (high[hit] - low[hit] > 1)]:
-        mask[row] = ids[int(row)] in known.slice(low[row] + 1, high[row] - low[row] - 1).to_pylist()
+        mask[row] = ids[int(row)].as_py() in known.slice(low[row] + 1, high[row] - low[row] - 1).to_pylist()
     return mask
 
 
@@ -190,11 +190,24 @@ def block_rows_for(todo: int, decode_batch_size: int, block_rows: int) -> int:
     return max(1, min(block_rows, max(decode_batch_size, -(-todo // 1000))))
 
 
-def pending(ds, index, rows_per_block: int):
-    """The inputs the output does not hold yet, in blocks of at most rows_per_block rows."""
+def pending(ds, index, rows_per_block: int, num_cpus: float):
+    """The inputs the output does not hold yet, in blocks of at most rows_per_block rows, on tasks
+    of `num_cpus` (the decode budget: the annotator pools may hold every other CPU)."""
     if index is not None:
-        ds = ds.map_batches(_drop_written, batch_format="pyarrow", fn_kwargs={"index": [index]})
-    return ds.repartition(target_num_rows_per_block=rows_per_block)
+        ds = ds.map_batches(_drop_written, batch_format="pyarrow", fn_kwargs={"index": [index]}, num_cpus=num_cpus)
+    return bounded_blocks(ds, rows_per_block, num_cpus)
+
+
+def bounded_blocks(ds, rows_per_block: int, num_cpus: float):
+    """`ds.repartition(target_num_rows_per_block=...)` (a streaming split, no shuffle) on tasks of
+    `num_cpus`. Dataset.repartition gives its tasks one CPU and no way to ask for less; on a machine
+    whose CPUs the actor pools and decode share exactly (placement.fit_to_machine) such a task is
+    never scheduled and the run waits forever. Same logical operator, with the resources set."""
+    import dataclasses
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    split = ds.repartition(target_num_rows_per_block=rows_per_block)
+    op = dataclasses.replace(split._logical_plan.dag, ray_remote_args={"num_cpus": num_cpus})
+    return type(ds)._from_parent(ds, LogicalPlan(op, ds.context))
 
 
 def _write_lost(batch: pa.Table, index: list, output: str, provenance: dict, reason: str, run_id: str,

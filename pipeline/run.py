@@ -193,9 +193,9 @@ def run(cfg: RunConfig) -> dict:
             print(f"retrying {drop_rows(cfg.output, retry)} error rows", flush=True)
         index = written_index(ray, cfg.output, skip_errors=cfg.retry_errors)
         counts = count_inputs(ray, inputs, index)
-    except ValueError:
-        raise
     except Exception as exc:  # a malformed manifest fails inside a Ray task: say it in one line
+        if isinstance(exc, ValueError) and not isinstance(exc, ray.exceptions.RayError):
+            raise  # ours, already one line (a repeated id)
         raise ValueError(f"reading {cfg.input}: {root_cause(exc)}") from exc
     print(f"{counts.inputs} images: {counts.written} already in {cfg.output}, {counts.todo} to annotate with "
           f"{sorted(cfg.enabled) or 'no annotators'}", flush=True)
@@ -209,7 +209,8 @@ def run(cfg: RunConfig) -> dict:
         # Under the output (every node sees it), keyed by this run, removed when it ends.
         run_id = uuid.uuid4().hex[:12]
         sink = AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file)
-        todo = pending(inputs, index, block_rows_for(counts.todo, cfg.decode_batch_size, cfg.block_rows))
+        todo = pending(input_dataset(ray, cfg.input, cfg.image_root, listed, num_cpus=cfg.decode_num_cpus), index,
+                       block_rows_for(counts.todo, cfg.decode_batch_size, cfg.block_rows), cfg.decode_num_cpus)
         try:
             build_dataset(todo, cfg, options, run_folder(cfg.output, run_id)).write_datasink(sink)
         finally:
@@ -227,10 +228,13 @@ def run(cfg: RunConfig) -> dict:
 
 def root_cause(exc: BaseException) -> str:
     """The first line of the innermost error Ray wrapped (a task's traceback is many lines)."""
-    while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
-        exc = getattr(exc, "cause", None) or exc.__cause__
+    while True:
+        inner = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        if inner is None or inner is exc:
+            break
+        exc = inner
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
