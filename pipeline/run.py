@@ -186,6 +186,10 @@ def run(cfg: RunConfig) -> dict:
         check_manifest_header(cfg.input)
     clear_tmp(cfg.output)
     ray = init_ray(cfg)
+    # The planning passes must see every input: a dataset keeps the DataContext of its creation, and
+    # an earlier run in this process may have left max_errored_blocks (for the annotation) set.
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = 0
     inputs = input_dataset(ray, cfg.input, cfg.image_root, listed)
     try:
         if cfg.retry_errors:
@@ -204,8 +208,7 @@ def run(cfg: RunConfig) -> dict:
     if counts.todo:
         provenance = run_provenance(cfg, options)
         cfg = place(ray, cfg)
-        context = ray.data.DataContext.get_current()
-        context.max_errored_blocks = cfg.max_errored_blocks
+        context.max_errored_blocks = cfg.max_errored_blocks  # for the annotation's dataset only
         # Under the output (every node sees it), keyed by this run, removed when it ends.
         run_id = uuid.uuid4().hex[:12]
         sink = AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file)

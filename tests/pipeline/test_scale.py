@@ -64,6 +64,7 @@ def test_malformed_csv_manifest_is_one_error_line(ray_local, tmp_path, capsys):
     write_hostile(tmp_path / "images")
     (tmp_path / "m.csv").write_text("id,path\na,images/normal.jpg\nb,images/cmyk.jpg,surplus\n")
     toy = [arg for value in toy_stage() for arg in ("--set", value)]
+    ray_local.data.DataContext.get_current().max_errored_blocks = 1000  # as an earlier run leaves it
     code = main(["--config", "tiny", "--input", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"), *toy])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: reading ") and "column" in lines[0], lines
