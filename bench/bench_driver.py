@@ -46,6 +46,8 @@ def make_manifest(folder: Path, count: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (64, 48), (120, 30, 200)).save(folder / "one.jpg")
     manifest = folder / "manifest.parquet"
+    if manifest.exists() and pq.ParquetFile(manifest).metadata.num_rows == count:
+        return manifest  # kept from an earlier --keep run
     schema = pa.schema([("id", pa.string()), ("path", pa.string())])
     with pq.ParquetWriter(manifest, schema) as writer:
         for start in range(0, count, CHUNK):
@@ -112,8 +114,9 @@ def main() -> None:
             manifest = make_manifest(root / str(count), count)
             for done in args.done:
                 output = root / str(count) / f"out-{int(done * 100)}"
-                shutil.rmtree(output, ignore_errors=True)
-                make_output(output, int(count * done))
+                if len(list(output.glob("*.parquet"))) != -(-int(count * done) // 1000):
+                    shutil.rmtree(output, ignore_errors=True)
+                    make_output(output, int(count * done))
                 line = subprocess.run([sys.executable, __file__, "--one", str(manifest), str(output)],
                                       check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 results.append({"done": done, **json.loads(line)})

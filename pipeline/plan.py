@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from schemas.schema import STATUS_ERROR, STATUS_OK, error_row, rows_to_table
@@ -31,14 +32,13 @@ from .inputs import filesystem_for
 from .resume import data_files, write_atomic
 
 INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("image_id", pa.string())])
-FILES_PER_TASK = 200  # output files one index task reads (footers + two columns each)
+FILES_PER_TASK = 500  # output files one index task reads (two columns each, on threads)
 
 
 def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """(N,) uint64: a 64-bit hash of each id, computed on the Arrow strings without Python objects."""
-    ids = pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids
-    strings = pd.arrays.ArrowStringArray(ids.cast(pa.string()))
-    return pd.util.hash_pandas_object(pd.Series(strings, copy=False), index=False).to_numpy()
+    """(N,) uint64: a 64-bit hash of each id, on the Arrow strings (Polars, fixed seed: the same in
+    every process of a run; the hashes are never stored, so a Polars upgrade cannot mix two kinds)."""
+    return pl.from_arrow(ids.cast(pa.string())).hash(seed=0).to_numpy()
 
 
 def written_mask(ids: pa.Array | pa.ChunkedArray, index: pa.Table | None) -> np.ndarray:
@@ -47,8 +47,10 @@ def written_mask(ids: pa.Array | pa.ChunkedArray, index: pa.Table | None) -> np.
         return np.zeros(len(ids), bool)
     hashes, known = index.column("hash").to_numpy(), index.column("image_id")
     wanted = id_hashes(ids)
-    low = np.searchsorted(hashes, wanted, "left")
-    high = np.searchsorted(hashes, wanted, "right")
+    order = np.argsort(wanted)  # sorted queries walk the index in order: ~3x faster than random probes
+    low, high = np.empty(len(ids), np.int64), np.empty(len(ids), np.int64)
+    low[order] = np.searchsorted(hashes, wanted[order], "left")
+    high[order] = np.searchsorted(hashes, wanted[order], "right")
     hit = np.flatnonzero(high > low)
     mask = np.zeros(len(ids), bool)
     if len(hit) == 0:
@@ -65,13 +67,10 @@ def written_mask(ids: pa.Array | pa.ChunkedArray, index: pa.Table | None) -> np.
 def _index_part(paths: list[str], output: str, skip_errors: bool) -> pa.Table:
     """Ray task: (hash, image_id) of the rows in `paths`; with skip_errors, ok rows only."""
     fs, _ = filesystem_for(output)
-    parts = []
-    for path in paths:
-        table = pq.read_table(path, filesystem=fs, columns=["image_id", "status"])
-        if skip_errors:
-            table = table.filter(pc.not_equal(table.column("status"), STATUS_ERROR))
-        parts.append(table.column("image_id"))
-    ids = pa.chunked_array([c for part in parts for c in part.chunks], pa.string())
+    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=["image_id", "status"])
+    if skip_errors:
+        table = table.filter(pc.not_equal(table.column("status"), STATUS_ERROR))
+    ids = table.column("image_id").cast(pa.string())
     return pa.table({"hash": id_hashes(ids), "image_id": ids}, schema=INDEX_SCHEMA)
 
 
@@ -147,20 +146,22 @@ def count_inputs(ray, ds, index) -> Counts:
     """One pass over the inputs (ds: image_id, source): counts, and a ValueError on a repeated id."""
     probed = ds.map_batches(_probe, batch_format="pyarrow", fn_kwargs={"index": [index] if index else []})
     total, written, repeated = ray.get(ray.remote(_repeats).remote(*probed.to_arrow_refs()))
-    if len(repeated):
-        raise ValueError(repeat_message(ds, repeated))
+    message = repeat_message(ds, repeated) if len(repeated) else None
+    if message:
+        raise ValueError(message)
     return Counts(total, written)
 
 
-def repeat_message(ds, repeated: np.ndarray) -> str:
-    """Reads the (few) rows whose hash repeats to name a repeated id and its two sources."""
-    hits = ds.map_batches(_rows_with_hashes, batch_format="pyarrow", fn_kwargs={"hashes": repeated}).take_all()
+def repeat_message(ds, repeated: np.ndarray) -> str | None:
+    """Reads the rows whose hash repeats (of the first 100 such hashes) to name a repeated id and
+    its two sources; None when they are two different ids with one hash (a collision, no repeat)."""
+    hits = ds.map_batches(_rows_with_hashes, batch_format="pyarrow", fn_kwargs={"hashes": repeated[:100]}).take_all()
     first: dict[str, str] = {}
     for row in hits:
         if row["image_id"] in first:
             return f"image_id {row['image_id']!r} appears twice ({first[row['image_id']]} and {row['source']})"
         first[row["image_id"]] = row["source"]
-    raise AssertionError("a repeated hash without a repeated id")  # a 64-bit collision: not reached in practice
+    return None
 
 
 def _rows_with_hashes(batch: pa.Table, hashes: np.ndarray) -> pa.Table:
