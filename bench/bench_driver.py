@@ -14,7 +14,8 @@ at the first decoded batch. It prints, per case:
   driver MiB     peak RSS of the driver process only (getrusage); Ray's workers, raylet and object
                  store are other processes and are not counted
   exponent       d log(RSS) / d log(N) against the previous size (0: flat, 1: linear)
-Data goes under --folder (default /tmp/moai-bench-driver): ~0.3 GB at 10^7; removed unless --keep.
+Data goes under --folder (default /tmp/moai-bench-driver): a few hundred MB at 10^7; removed unless
+--keep (which also reuses it).
 """
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from schemas.schema import STATUS_ERROR, STATUS_OK, error_row, rows_to_table
+from schemas.schema import STATUS_ERROR, error_row, rows_to_table
 
 from .inputs import filesystem_for
-from .resume import data_files, write_atomic
+from .resume import data_files, may_hold_errors, write_atomic
 
 INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("image_id", pa.string())])
 FILES_PER_TASK = 500  # output files one index task reads (two columns each, on threads)
@@ -104,17 +104,6 @@ def error_ids(output: str) -> pa.Array:
             table = pq.read_table(path, filesystem=fs, columns=["image_id", "status"])
             found.append(table.filter(pc.equal(table.column("status"), STATUS_ERROR)).column("image_id"))
     return pa.chunked_array([c for part in found for c in part.chunks], pa.string()).combine_chunks()
-
-
-def may_hold_errors(metadata: pq.FileMetaData) -> bool:
-    column = metadata.schema.names.index("status") if "status" in metadata.schema.names else -1
-    if column < 0:
-        return True
-    for group in range(metadata.num_row_groups):
-        stats = metadata.row_group(group).column(column).statistics
-        if stats is None or not stats.has_min_max or stats.min != STATUS_OK or stats.max != STATUS_OK:
-            return True
-    return False
 
 
 def _probe(batch: pa.Table, index: list) -> pa.Table:

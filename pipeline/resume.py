@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from schemas.schema import STATUS_ERROR, annotation_schema
+from schemas.schema import STATUS_ERROR, STATUS_OK, annotation_schema
 
 from .inputs import filesystem_for
 from .stages import PROVENANCE_PREFIX
@@ -80,9 +80,8 @@ def drop_rows(output: str, image_ids: set) -> int:
 
     Used before retrying errors: the old error rows go first, so an interrupted retry leaves the
     images missing (and so retried next time), never doubled. Only files whose footer allows an
-    error row are opened (pipeline/plan.py `may_hold_errors`).
+    error row are opened (`may_hold_errors`).
     """
-    from .plan import may_hold_errors
     if not image_ids:
         return 0
     fs, root = filesystem_for(output)
@@ -104,6 +103,19 @@ def drop_rows(output: str, image_ids: set) -> int:
             fs.delete_file(path)
         dropped += count
     return dropped
+
+
+def may_hold_errors(metadata: pq.FileMetaData) -> bool:
+    """False when the footer's `status` statistics say every row is ok (min and max both "ok")."""
+    paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]  # leaf columns
+    if "status" not in paths:
+        return True
+    column = paths.index("status")
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min != STATUS_OK or stats.max != STATUS_OK:
+            return True
+    return False
 
 
 def clear_tmp(output: str) -> None:

@@ -6,10 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.inputs import input_dataset, list_inputs
-from pipeline.plan import (INDEX_SCHEMA, block_rows_for, count_inputs, id_hashes, may_hold_errors, pending,
-                           write_lost_rows, written_index, written_mask)
+from pipeline.plan import (INDEX_SCHEMA, block_rows_for, count_inputs, id_hashes, pending, write_lost_rows,
+                           written_index, written_mask)
+from pipeline.resume import may_hold_errors
 from pipeline.run import main, run
 from schemas import read_annotations
+from schemas.schema import empty_row, error_row, rows_to_table
 
 from .hostile import write_hostile
 from .test_run import toy_config
@@ -115,3 +117,8 @@ def test_footer_says_which_files_can_hold_errors(tmp_path):
     pq.write_table(pa.table({"image_id": ["c", "d"], "status": ["ok", "error"]}), tmp_path / "err.parquet")
     assert not may_hold_errors(pq.ParquetFile(tmp_path / "ok.parquet").metadata)
     assert may_hold_errors(pq.ParquetFile(tmp_path / "err.parquet").metadata)
+    # the contract's files: `status` found among nested leaf columns (error.stage, ...)
+    pq.write_table(rows_to_table([empty_row("a", "x"), empty_row("b", "y")]), tmp_path / "c-ok.parquet")
+    pq.write_table(rows_to_table([empty_row("a", "x"), error_row("b", "y", "decode", "bad")]), tmp_path / "c-err.parquet")
+    assert not may_hold_errors(pq.ParquetFile(tmp_path / "c-ok.parquet").metadata)
+    assert may_hold_errors(pq.ParquetFile(tmp_path / "c-err.parquet").metadata)
