@@ -70,6 +70,7 @@ class RunConfig:
     decode_batch_size: int = 16
     decode_num_cpus: float = 1.0     # per CPU task (decode, and verbalize + write)
     rows_per_file: int = 1000        # rows per Parquet file (the last file of a run may be smaller)
+    block_rows: int = 1000           # most images in one Ray Data block: what a block Ray gives up on costs
     retry_errors: bool = False       # re-annotate images whose stored row is an error
     max_errored_blocks: int = 1000   # blocks lost to crashed workers before the run aborts (rows come back as errors)
     tiny_workdir: str = "runs/tiny-models"  # where tiny (random-weight) models are written
@@ -85,8 +86,9 @@ class RunConfig:
             raise ValueError(f"working_size must be >= 1, got {self.working_size}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
-        if self.rows_per_file < 1 or self.decode_batch_size < 1:
-            raise ValueError("rows_per_file and decode_batch_size must be >= 1")
+        if self.rows_per_file < 1 or self.decode_batch_size < 1 or self.block_rows < 1:
+            raise ValueError(f"rows_per_file, decode_batch_size and block_rows must be >= 1, got "
+                             f"{self.rows_per_file}, {self.decode_batch_size}, {self.block_rows}")
         if self.resource_wait_s < 0:
             raise ValueError(f"resource_wait_s must be >= 0, got {self.resource_wait_s}")
         stages = {name: s if isinstance(s, AnnotatorStage) else AnnotatorStage(**s)

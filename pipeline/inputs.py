@@ -1,4 +1,9 @@
-"""What to annotate: a list of (image_id, source) from a directory, glob, manifest or conversation JSON.
+"""What to annotate: (image_id, source) rows from a manifest, directory, glob or conversation JSON.
+
+A manifest (Parquet or CSV: `id,path`) is the scalable input: `input_dataset` reads it with Ray Data
+in parallel tasks, so the driver never holds a row of it. Directories, globs and conversation JSON
+are listed on the driver (`list_inputs`), which is fine up to a few million images; beyond that,
+write a manifest (docs/pipeline.md §Scale).
 
 image_id is stable across runs and machines: the path relative to the directory / glob root, the
 manifest's `id`, or the conversation JSON's `image` value. `source` is what decode opens: a local
@@ -13,6 +18,9 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -133,3 +141,68 @@ def list_inputs(uri: str, image_root: str = "") -> list[Item]:
             raise ValueError(f"image_id {item.image_id!r} appears twice ({ids[item.image_id]} and {item.source})")
         ids[item.image_id] = item.source
     return sorted(items, key=lambda item: item.image_id)
+
+
+def is_manifest(uri: str) -> bool:
+    return uri.lower().endswith(MANIFEST_SUFFIXES) and not any(ch in uri for ch in "*?[")
+
+
+def check_manifest_header(uri: str) -> None:
+    """The manifest's columns, from its footer or first line: a one-line error before any Ray work."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise ValueError(f"manifest {uri!r} does not exist")
+    if uri.lower().endswith(".parquet"):
+        names = pq.ParquetDataset(path, filesystem=fs).schema.names
+    else:
+        with fs.open_input_stream(path) as stream:
+            names = next(csv.reader(io.StringIO(stream.read(1 << 16).decode("utf-8", "replace"))), [])
+    if not {"id", "path"} <= set(names):
+        raise ValueError(f"{uri}: a manifest needs the columns 'id,path', got {sorted(names)}")
+
+
+def resolve_sources(batch: pa.Table, image_root: str, uri: str) -> pa.Table:
+    """map_batches: manifest (id, path) -> (image_id, source), paths resolved against image_root."""
+    ids, paths = batch.column("id").cast(pa.string()), batch.column("path").cast(pa.string())
+    if ids.null_count or paths.null_count:
+        raise ValueError(f"{uri}: a manifest row has an empty id or path")
+    if image_root:
+        keep = pc.or_(pc.match_substring(paths, "://"), pc.starts_with(paths, "/"))
+        paths = pc.if_else(keep, paths, pc.binary_join_element_wise(image_root.rstrip("/"), paths, "/"))
+    return pa.table({"image_id": ids, "source": paths})
+
+
+def read_csv_manifest(batch: pa.Table, uri: str):
+    """map_batches over one row (the file): the CSV's `id,path` columns, streamed in record batches.
+    A malformed row stops the run with pyarrow's one-line reason (Ray's read_csv replaces it with a
+    generic message)."""
+    fs, path = filesystem_for(uri)
+    convert = pacsv.ConvertOptions(include_columns=["id", "path"], strings_can_be_null=False,
+                                   column_types={"id": pa.string(), "path": pa.string()})
+    try:
+        with fs.open_input_stream(path) as stream:
+            reader = pacsv.open_csv(stream, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                    convert_options=convert)
+            for record_batch in reader:
+                yield pa.Table.from_batches([record_batch])
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{uri}: {str(exc).splitlines()[0]}") from None
+
+
+def input_dataset(ray, uri: str, image_root: str = "", listed: list[Item] | None = None, num_cpus: float = 1.0):
+    """A Ray Data dataset of (image_id, source): a manifest is read in Ray tasks (only its `id` and
+    `path` columns), anything else is listed here first. Duplicate ids are checked by the caller's
+    pass over the dataset (pipeline/plan.py), a listing's here (or by whoever passes `listed`).
+    `num_cpus` per read task: the run's input side takes the decode budget (pipeline/plan.py `pending`)."""
+    if not is_manifest(uri):
+        items = list_inputs(uri, image_root) if listed is None else listed
+        return ray.data.from_arrow(pa.table({"image_id": pa.array([i.image_id for i in items], pa.string()),
+                                             "source": pa.array([i.source for i in items], pa.string())}))
+    fs, path = filesystem_for(uri)
+    if uri.lower().endswith(".parquet"):
+        ds = ray.data.read_parquet(path, filesystem=fs, columns=["id", "path"], num_cpus=num_cpus)
+    else:
+        ds = ray.data.from_items([{"file": uri}]).map_batches(
+            read_csv_manifest, batch_format="pyarrow", fn_kwargs={"uri": uri}, num_cpus=num_cpus)
+    return ds.map_batches(resolve_sources, batch_format="pyarrow", num_cpus=num_cpus,
+                          fn_kwargs={"image_root": image_root or _default_root(uri), "uri": uri})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -24,7 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from schemas.schema import STATUS_ERROR, annotation_schema
+from schemas.schema import STATUS_ERROR, STATUS_OK, annotation_schema
 
 from .inputs import filesystem_for
 from .stages import PROVENANCE_PREFIX
@@ -78,12 +79,17 @@ def drop_rows(output: str, image_ids: set) -> int:
     """Rewrite (atomically) every file holding one of image_ids without those rows; returns rows dropped.
 
     Used before retrying errors: the old error rows go first, so an interrupted retry leaves the
-    images missing (and so retried next time), never doubled.
+    images missing (and so retried next time), never doubled. Only files whose footer allows an
+    error row are opened (`may_hold_errors`).
     """
+    if not image_ids:
+        return 0
     fs, root = filesystem_for(output)
     wanted = pa.array(sorted(image_ids), pa.string())
     dropped = 0
     for path in data_files(fs, root):
+        if not may_hold_errors(pq.ParquetFile(path, filesystem=fs).metadata):
+            continue
         table = pq.read_table(path, filesystem=fs)
         hit = pc.is_in(table.column("image_id"), wanted)
         count = pc.sum(hit).as_py() or 0
@@ -97,6 +103,19 @@ def drop_rows(output: str, image_ids: set) -> int:
             fs.delete_file(path)
         dropped += count
     return dropped
+
+
+def may_hold_errors(metadata: pq.FileMetaData) -> bool:
+    """False when the footer's `status` statistics say every row is ok (min and max both "ok")."""
+    paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]  # leaf columns
+    if "status" not in paths:
+        return True
+    column = paths.index("status")
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min != STATUS_OK or stats.max != STATUS_OK:
+            return True
+    return False
 
 
 def clear_tmp(output: str) -> None:
@@ -114,6 +133,8 @@ class AnnotationDatasink(Datasink):
 
     Each file's schema metadata is `schemas.annotation_schema(provenance)`, where provenance is the
     run's (config, versions) plus the provenance the annotator actors reported for those rows.
+    Each write task reports what it wrote (rows by status, errors by stage): the run's summary is
+    the sum of those reports (`written`), so nothing is read back.
     """
 
     def __init__(self, output: str, provenance: dict, rows_per_file: int):
@@ -121,6 +142,7 @@ class AnnotationDatasink(Datasink):
         self.provenance = provenance
         self.rows_per_file = rows_per_file
         self.run_id = uuid.uuid4().hex[:12]
+        self.written = Counter()  # "ok", "error", "stage:<name>"; filled when the write completes
 
     @property
     def min_rows_per_write(self) -> int:
@@ -135,11 +157,15 @@ class AnnotationDatasink(Datasink):
                     annotators[name[len(PROVENANCE_PREFIX):]] = json.loads(values[0].as_py())
         return {**self.provenance, "annotators": annotators}
 
-    def write(self, blocks, ctx) -> list[str]:
+    def on_write_complete(self, write_result) -> None:
+        for counts in write_result.write_returns:
+            self.written.update(counts)
+
+    def write(self, blocks, ctx) -> dict:
         tables = [pa.table(b) if not isinstance(b, pa.Table) else b for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return []
+            return {}
         table = pa.concat_tables(tables, promote_options="permissive")
         schema = annotation_schema(self.file_provenance(table))
         table = table.select(schema.names)
@@ -147,9 +173,17 @@ class AnnotationDatasink(Datasink):
             table = table.cast(schema)
         table = table.replace_schema_metadata(schema.metadata)
         fs, root = filesystem_for(self.output)
-        written = []
         # The name depends only on this run and the task index: a retried task overwrites its own files.
         for part, start in enumerate(range(0, table.num_rows, self.rows_per_file)):
             name = f"part-{self.run_id}-{ctx.task_idx:05d}-{part:03d}.parquet"
-            written.append(write_atomic(fs, root, name, table.slice(start, self.rows_per_file)))
-        return written
+            write_atomic(fs, root, name, table.slice(start, self.rows_per_file))
+        return written_counts(table)
+
+
+def written_counts(table: pa.Table) -> dict:
+    """{"ok": n, "error": n, "stage:<name>": n} of contract rows, counted by Arrow."""
+    counts = {s["values"]: s["counts"] for s in pc.value_counts(table.column("status")).to_pylist()}
+    errors = table.filter(pc.equal(table.column("status"), STATUS_ERROR)).column("error")
+    for item in pc.value_counts(pc.struct_field(errors, "stage")).to_pylist():
+        counts[f"stage:{item['values']}"] = item["counts"]
+    return counts

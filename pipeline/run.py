@@ -4,6 +4,10 @@ read (listing) -> decode on CPU tasks -> one actor pool per enabled annotator ->
 Parquet files of `rows_per_file` rows with provenance metadata. Every input image ends as exactly
 one row (ok or error). Re-running with the same output annotates only what is not there yet.
 
+The driver does no per-image work (docs/pipeline.md §Scale): a manifest is read in Ray tasks, which
+ids are already written and which repeat is worked out by Ray tasks (pipeline/plan.py), images go
+in blocks of at most `block_rows`, and the summary is what the write tasks report.
+
 Ray: `--address` / $RAY_ADDRESS connects to a cluster (this is what `ray job submit` gives the
 job); otherwise an embedded local Ray on 127.0.0.1 uses this machine's CPUs and GPUs.
 
@@ -20,19 +24,19 @@ import os
 import sys
 import time
 import uuid
-from collections import Counter
 from dataclasses import asdict
 
 from annotators.base import MODELS_ROOT_ENV, models_root
-from schemas.schema import SCHEMA_VERSION, STATUS_ERROR, error_row, rows_to_table
+from schemas.schema import SCHEMA_VERSION
 
 from .check import SetupError, check_stages, problems_of
 from .config import PROFILES, RunConfig, check_columns, load_config
 from .decode import decode_batch
 from .inflight import remove_run_folder, run_folder
-from .inputs import Item, filesystem_for, list_inputs
+from .inputs import check_manifest_header, input_dataset, is_manifest, list_inputs
 from .placement import UnsatisfiableResources, fit_to_machine, on_cpu, wait_for_resources
-from .resume import AnnotationDatasink, clear_tmp, drop_rows, read_done, write_atomic
+from .plan import block_rows_for, count_inputs, error_ids, inputs_among, pending, write_lost_rows, written_index
+from .resume import AnnotationDatasink, clear_tmp, drop_rows
 from .stages import AnnotateStage, annotator_class, finalize
 
 PACKAGES = ("ray", "pyarrow", "torch", "transformers", "paddleocr", "ultralytics", "numpy", "pillow")
@@ -115,8 +119,9 @@ def init_ray(cfg: RunConfig):
     return ray
 
 
-def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight_dir: str = ""):
-    """The lazy Ray Data pipeline: decode tasks -> one actor pool per annotator -> finalize.
+def build_dataset(ds, cfg: RunConfig, options: dict, inflight_dir: str = ""):
+    """The lazy Ray Data pipeline on (image_id, source) blocks: decode tasks -> one actor pool per
+    annotator -> finalize.
 
     `inflight_dir` (per run, under the output) holds the markers with which a stage turns an image
     that kills its worker on every attempt into an error row (stages.py). Each such image costs its
@@ -124,9 +129,6 @@ def build_dataset(ray, cfg: RunConfig, todo: list[Item], options: dict, inflight
     `max_task_retries`; once those run out, the rows of the block in flight become `worker` errors.
     """
     from ray.data import ActorPoolStrategy
-    blocks = max(1, min(len(todo) // cfg.decode_batch_size + 1, 1000))
-    ds = ray.data.from_items([{"image_id": i.image_id, "source": i.source} for i in todo],
-                             override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=cfg.decode_batch_size,
                         fn_kwargs={"working_size": cfg.working_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_num_cpus)
@@ -158,33 +160,16 @@ def place(ray, cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def account_for_lost(cfg: RunConfig, todo: list[Item], provenance: dict, reason: str) -> int:
-    """Images of this run that reached no file (Ray Data gave up on their block): error rows."""
-    done = read_done(cfg.output).status
-    lost = [item for item in todo if item.image_id not in done]
+def summarize(cfg: RunConfig, sink: AnnotationDatasink | None, todo: int, skipped: int, seconds: float,
+              lost: int) -> dict:
+    """This run's rows by status and error stage, as its write tasks reported them (+ lost rows)."""
+    written = sink.written if sink is not None else {}
+    kinds = {key.split(":", 1)[1]: n for key, n in written.items() if key.startswith("stage:")}
     if lost:
-        rows = [error_row(i.image_id, i.source, "worker", reason) for i in lost]
-        fs, root = filesystem_for(cfg.output)
-        write_atomic(fs, root, f"part-lost-{int(time.time() * 1000)}.parquet", rows_to_table(rows, provenance))
-    return len(lost)
-
-
-def summarize(cfg: RunConfig, todo: list[Item], skipped: int, seconds: float, lost: int) -> dict:
-    import pyarrow.parquet as pq
-    from .resume import data_files
-    fs, root = filesystem_for(cfg.output)
-    ids = {i.image_id for i in todo}
-    status, kinds = Counter(), Counter()
-    for path in data_files(fs, root):
-        table = pq.read_table(path, filesystem=fs, columns=["image_id", "status", "error"])
-        for row in table.to_pylist():
-            if row["image_id"] in ids:
-                status[row["status"]] += 1
-                if row["status"] == STATUS_ERROR:
-                    kinds[row["error"]["stage"]] += 1
-    return {"ok": status["ok"], "error": status["error"], "skipped": skipped, "lost": lost,
-            "errors_by_stage": dict(kinds), "seconds": round(seconds, 2),
-            "images_per_s": round(len(todo) / seconds, 2) if seconds > 0 else 0.0, "output": cfg.output}
+        kinds["worker"] = kinds.get("worker", 0) + lost
+    return {"ok": written.get("ok", 0), "error": written.get("error", 0) + lost, "skipped": skipped,
+            "lost": lost, "errors_by_stage": kinds, "seconds": round(seconds, 2),
+            "images_per_s": round(todo / seconds, 2) if seconds > 0 else 0.0, "output": cfg.output}
 
 
 def run(cfg: RunConfig) -> dict:
@@ -195,40 +180,64 @@ def run(cfg: RunConfig) -> dict:
         problems = problems_of(check_stages(cfg, options, gpu_here=None))
         if problems:
             raise SetupError(problems)
-    items = list_inputs(cfg.input, cfg.image_root)
+    # A missing or wrong input is one line before any Ray work: a manifest's header, or the listing.
+    listed = None if is_manifest(cfg.input) else list_inputs(cfg.input, cfg.image_root)
+    if listed is None:
+        check_manifest_header(cfg.input)
     clear_tmp(cfg.output)
-    done = read_done(cfg.output)
-    if cfg.retry_errors:
-        retry = {i.image_id for i in items} & (set(done.status) - done.ids(retry_errors=True))
-        print(f"retrying {drop_rows(cfg.output, retry)} error rows", flush=True)
-    finished = done.ids(cfg.retry_errors)
-    todo = [item for item in items if item.image_id not in finished]
-    skipped = len(items) - len(todo)
-    print(f"{len(items)} images: {skipped} already in {cfg.output}, {len(todo)} to annotate with "
+    ray = init_ray(cfg)
+    # The planning passes must see every input: a dataset keeps the DataContext of its creation, and
+    # an earlier run in this process may have left max_errored_blocks (for the annotation) set.
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = 0
+    inputs = input_dataset(ray, cfg.input, cfg.image_root, listed)
+    try:
+        if cfg.retry_errors:
+            retry = inputs_among(inputs, error_ids(cfg.output))
+            print(f"retrying {drop_rows(cfg.output, retry)} error rows", flush=True)
+        index = written_index(ray, cfg.output, skip_errors=cfg.retry_errors)
+        counts = count_inputs(ray, inputs, index)
+    except Exception as exc:  # a malformed manifest fails inside a Ray task: say it in one line
+        if isinstance(exc, ValueError) and not isinstance(exc, ray.exceptions.RayError):
+            raise  # ours, already one line (a repeated id)
+        raise ValueError(f"reading {cfg.input}: {root_cause(exc)}") from exc
+    print(f"{counts.inputs} images: {counts.written} already in {cfg.output}, {counts.todo} to annotate with "
           f"{sorted(cfg.enabled) or 'no annotators'}", flush=True)
     start = time.perf_counter()
-    lost = 0
-    if todo:
+    lost, sink = 0, None
+    if counts.todo:
         provenance = run_provenance(cfg, options)
-        ray = init_ray(cfg)
         cfg = place(ray, cfg)
-        context = ray.data.DataContext.get_current()
-        context.max_errored_blocks = cfg.max_errored_blocks
+        context.max_errored_blocks = cfg.max_errored_blocks  # for the annotation's dataset only
         # Under the output (every node sees it), keyed by this run, removed when it ends.
         run_id = uuid.uuid4().hex[:12]
+        sink = AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file)
+        todo = pending(input_dataset(ray, cfg.input, cfg.image_root, listed, num_cpus=cfg.decode_num_cpus), index,
+                       block_rows_for(counts.todo, cfg.decode_batch_size, cfg.block_rows), cfg.decode_num_cpus)
         try:
-            build_dataset(ray, cfg, todo, options, run_folder(cfg.output, run_id)).write_datasink(
-                AnnotationDatasink(cfg.output, provenance, cfg.rows_per_file))
+            build_dataset(todo, cfg, options, run_folder(cfg.output, run_id)).write_datasink(sink)
         finally:
             remove_run_folder(cfg.output, run_id)
-        lost = account_for_lost(cfg, todo, provenance,
-                                "its block failed on every attempt (counted in max_errored_blocks; see Ray logs)")
-    summary = summarize(cfg, todo, skipped, time.perf_counter() - start, lost)
+        if sink.written["ok"] + sink.written["error"] != counts.todo:  # only then look for which
+            lost = write_lost_rows(ray, inputs, cfg.output, provenance, "its block failed on every attempt "
+                                   "(counted in max_errored_blocks; see Ray logs)", sink.run_id)
+    summary = summarize(cfg, sink, counts.todo, counts.written, time.perf_counter() - start, lost)
     by_stage = ", ".join(f"{k}={v}" for k, v in sorted(summary["errors_by_stage"].items())) or "none"
     print(f"summary: ok={summary['ok']} error={summary['error']} skipped={summary['skipped']} "
           f"(errors by stage: {by_stage}) {summary['images_per_s']} images/s in {summary['seconds']} s "
           f"-> {summary['output']}", flush=True)
     return summary
+
+
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost error Ray wrapped (a task's traceback is many lines)."""
+    while True:
+        inner = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        if inner is None or inner is exc:
+            break
+        exc = inner
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
