@@ -142,12 +142,12 @@ def prepare(cfg: AblationConfig) -> dict:
     model = build_model(cfg)
     datasets = {}
     for split, entries in (("train", train), ("heldout", heldout)):
-        for name, annotations, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
-                                                 ("prompt", paths.blank, with_aux_in_prompt(entries, aux))):
+        for name, source, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
+                                            ("prompt", paths.blank, with_aux_in_prompt(entries, aux))):
             cache = out / "cache" / f"{split}-{name}"
             if not (cache / INDEX_FILE).is_file():
                 started = time.monotonic()
-                table = read_annotations(annotations, columns=ANNOTATION_COLUMNS)
+                table = read_annotations(source, columns=ANNOTATION_COLUMNS)
                 report = build_cache(model, table, conversations, cache, dtype="float32", prompt=prompt,
                                      progress=False)
                 log(f"cache {split}-{name}: {report.summary()} ({time.monotonic() - started:.0f}s)")

@@ -51,6 +51,7 @@ class LMShape:
     questions_per_sequence: int = 6   # at most; a random 1..n of the scene's questions per sequence
     no_aux_fraction: float = 0.2      # sequences without the aux text in the prompt
     text_loss_weight: float = 1.0     # + next-token loss on every token (the aux text too): a text model
+    tie_embeddings: bool = True       # copying a word from the prompt is then an identity map, found early
     seed: int = 0
 
     def __post_init__(self):
@@ -99,7 +100,7 @@ def build_lm(shape: LMShape, vocab_size: int):
         vocab_size=vocab_size, hidden_size=shape.width, intermediate_size=4 * shape.width,
         num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
         head_dim=shape.width // shape.heads, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, tie_word_embeddings=False)
+        eos_token_id=2, tie_word_embeddings=shape.tie_embeddings)
     torch.manual_seed(shape.seed)
     return transformers.AutoModelForCausalLM.from_config(config)
 
@@ -239,7 +240,8 @@ def pretrained_lm(out: Path, shape: LMShape, train: list[dict], heldout: list[di
     tokenizer = build_word_tokenizer()
     lm = build_lm(shape, len(tokenizer))
     started = time.monotonic()
-    losses = pretrain(lm, tokenizer, train, aux, shape, prompt, log=log)
+    # progress on a few held-out questions every 500 steps: reading shows up late and suddenly
+    losses = pretrain(lm, tokenizer, train, aux, shape, prompt, heldout=heldout[:300], log=log, eval_every=500)
     tail = losses[-max(1, min(100, len(losses) // 4)):]
     report = {"shape": asdict(shape), "seconds": time.monotonic() - started,
               "first_loss": losses[0], "final_loss": sum(tail) / len(tail),
