@@ -92,7 +92,8 @@ def test_phase0_learns_and_is_cached(tmp_path, tokenizer, monkeypatch):
     """A few steps lower the loss; the folder loads as an LM + tokenizer; a rerun does not train."""
     aux, entries = scenes(8)
     prompt = PromptFormat(**PROMPT)
-    shape = textlm.LMShape(width=32, layers=1, heads=1, steps=40, batch_size=8, lr=1e-2, warmup=5)
+    shape = textlm.LMShape(width=32, layers=1, heads=1, steps=40, batch_size=8, lr=1e-2, warmup=5,
+                           copy_warmup_steps=10)
     folder, report = textlm.pretrained_lm(tmp_path / "lm", shape, entries[:30], entries[30:], aux, prompt, log=lambda m: None)
     assert report["final_loss"] < report["first_loss"] - 2
     assert set(report["heldout_with_aux"]) >= {"existence", "text", "all"}
@@ -128,3 +129,22 @@ def test_results_merge_per_arm_and_plot(tmp_path):
     path = plot({"moai": {"text": 0.5, "all": 0.4}, "no-aux": {"text": 0.1, "all": 0.3}}, {"text": 10, "all": 20},
                 tmp_path / "a.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_copy_warmup_asks_only_the_text_question(tokenizer):
+    import random
+
+    aux, entries = scenes(6)
+    shape = textlm.LMShape(width=32, layers=1, heads=1, steps=10, batch_size=6, copy_warmup_steps=5,
+                           no_aux_fraction=0.0)
+    scene_list = sorted(textlm.by_image(entries).items())
+    prompt = PromptFormat(**PROMPT)
+    rng = random.Random(0)
+    sign = {tokenizer.convert_tokens_to_ids(w) for w in SIGN_WORDS}
+    batch = textlm.sample_batch(rng, scene_list, aux, shape, tokenizer, prompt, only="text")
+    answers = batch["labels"][batch["labels"] != IGNORE_INDEX].tolist()
+    assert set(answers) <= sign | {tokenizer.eos_token_id} and len(answers) == 2 * 6
+    batch = textlm.sample_batch(rng, scene_list, aux, shape, tokenizer, prompt)
+    assert not set(batch["labels"][batch["labels"] != IGNORE_INDEX].tolist()) <= sign | {tokenizer.eos_token_id}
+    with pytest.raises(ValueError, match="copy_warmup_steps"):
+        textlm.LMShape(steps=100, copy_warmup_steps=100)

@@ -44,7 +44,7 @@ class AblationConfig:
     # phase 0: the LM that reads (textlm.LMShape)
     lm_width: int = 128
     lm_layers: int = 4
-    lm_steps: int = 1500
+    lm_steps: int = 2000
     lm_lr: float = 3e-3
     # MoAI's parts and their training (the fixes to try within MoAI)
     lr: float = 1e-3
@@ -80,7 +80,7 @@ def log(message: str) -> None:
 def lm_shape(cfg: AblationConfig):
     from .textlm import LMShape
     return LMShape(width=cfg.lm_width, layers=cfg.lm_layers, heads=max(1, cfg.lm_width // 32),
-                   steps=cfg.lm_steps, lr=cfg.lm_lr, seed=cfg.seed)
+                   steps=cfg.lm_steps, lr=cfg.lm_lr, seed=cfg.seed, copy_warmup_steps=min(300, cfg.lm_steps // 5))
 
 
 def build_model(cfg: AblationConfig):
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-epochs", type=float)
     parser.add_argument("--lm-width", type=int, help="phase-0 LM width (default 128)")
     parser.add_argument("--lm-layers", type=int, help="phase-0 LM layers (default 4)")
-    parser.add_argument("--lm-steps", type=int, help="phase-0 pretraining steps (default 1500)")
+    parser.add_argument("--lm-steps", type=int, help="phase-0 pretraining steps (default 2000)")
     parser.add_argument("--lm-lr", type=float, help="phase-0 peak learning rate (default 3e-3)")
     parser.add_argument("--lr", type=float, help="stage-1 peak learning rate of MoAI's parts (stage 2: half)")
     parser.add_argument("--expert-lr-scale", type=float, help="the Mixers' learning rate relative to --lr")

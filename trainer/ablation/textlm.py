@@ -52,6 +52,10 @@ class LMShape:
     no_aux_fraction: float = 0.2      # sequences without the aux text in the prompt
     text_loss_weight: float = 1.0     # + next-token loss on every token (the aux text too): a text model
     tie_embeddings: bool = True       # copying a word from the prompt is then an identity map, found early
+    # A curriculum: the first steps ask only the text question (copy the OCR word from the prompt).
+    # Mixed with every type from the start, the copy was not found in 1,400 steps (text 4 %);
+    # alone it is found in ~300 steps (100 % held out), and the other types build on it.
+    copy_warmup_steps: int = 300
     seed: int = 0
 
     def __post_init__(self):
@@ -60,6 +64,8 @@ class LMShape:
         if self.layers < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"need layers, steps, batch_size >= 1, got {self.layers}, {self.steps}, "
                              f"{self.batch_size}")
+        if not 0 <= self.copy_warmup_steps < self.steps:
+            raise ValueError(f"copy_warmup_steps must lie in [0, steps), got {self.copy_warmup_steps}")
         if not 0 <= self.no_aux_fraction < 1:
             raise ValueError(f"no_aux_fraction must lie in [0, 1), got {self.no_aux_fraction}")
 
@@ -127,9 +133,12 @@ def by_image(entries: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
 
 
 def sample_batch(rng: random.Random, scenes: list, aux: dict[str, str], shape: LMShape, tokenizer,
-                 prompt: PromptFormat) -> dict[str, torch.Tensor]:
+                 prompt: PromptFormat, only: str | None = None) -> dict[str, torch.Tensor]:
+    """A batch of text conversations from random scenes; `only`: ask only questions of that type."""
     rows = []
     for image, qas in rng.sample(scenes, min(shape.batch_size, len(scenes))):
+        if only is not None:
+            qas = [qa for qa in qas if qa[0] == only] or qas
         picked = rng.sample(qas, rng.randint(1, min(shape.questions_per_sequence, len(qas))))
         text = "" if rng.random() < shape.no_aux_fraction else aux[image]
         rows.append(text_sequence(text, [(q, a) for _, q, a in picked], tokenizer, prompt))
@@ -199,7 +208,8 @@ def pretrain(lm, tokenizer, train: list[dict], aux: dict[str, str], shape: LMSha
     for step in range(shape.steps):
         for group in optimizer.param_groups:
             group["lr"] = shape.lr * warmup_cosine(step, shape.steps, shape.warmup, shape.min_lr / shape.lr)
-        batch = sample_batch(rng, scenes, aux, shape, tokenizer, prompt)
+        batch = sample_batch(rng, scenes, aux, shape, tokenizer, prompt,
+                             only="text" if step < shape.copy_warmup_steps else None)
         loss = phase0_loss(lm, batch, shape.text_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
