@@ -69,6 +69,7 @@ def test_ablation_runs_end_to_end(tmp_path, capsys):
     for arm in ("moai", "no-aux"):
         assert all(0 < v < 10 for v in results["arms"][arm]["mixer_effect"].values())
         assert 0 <= results["arms"][arm]["probes"]["heldout"] <= 1
+        assert 0 <= results["arms"][arm]["probes_before"]["heldout"] <= 1
     assert set(results["arms"]["aux-in-prompt"]["answer_loss"]) >= {"text", "all"}
     all_row = next(line for line in table.splitlines() if line.startswith("| all |"))
     assert all_row.count("|") == header.count("|") and all_row.rstrip(" |").endswith("%")

@@ -89,14 +89,15 @@ def format_probes(arms: dict[str, dict]) -> str:
     """Per arm with Mixers: Mixer change per layer (before -> after training), text-answer loss,
     the sign-word probe on the compressed aux; per arm without: the text-answer loss."""
     lines = ["| arm | Mixer change per layer, before → after | loss on text answers | loss on all answers "
-             "| sign-word probe on the Compressor's output (majority) |", "|---|---|---|---|---|"]
+             "| sign-word probe on the Compressor's output, before → after (majority) |", "|---|---|---|---|---|"]
     for name, r in arms.items():
         before, after = r.get("mixer_effect_before") or {}, r.get("mixer_effect") or {}
         change = ", ".join(f"{layer}: {before.get(layer, float('nan')):.3f} → {after[layer]:.3f}"
                            for layer in after) or "–"
         loss = r.get("answer_loss") or {}
-        probe = r.get("probes")
-        probe_text = f"{100 * probe['heldout']:.1f} % ({100 * probe['majority']:.1f} %)" if probe else "–"
+        probe, first = r.get("probes"), r.get("probes_before")
+        probe_text = (f"{100 * first['heldout']:.1f} % → " if first else "") + \
+            (f"{100 * probe['heldout']:.1f} % ({100 * probe['majority']:.1f} %)" if probe else "–")
         lines.append(f"| {name} | {change} | {loss.get('text', float('nan')):.3f} | "
                      f"{loss.get('all', float('nan')):.3f} | {probe_text} |")
     return "\n".join(lines)

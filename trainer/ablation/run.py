@@ -179,6 +179,9 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     result: dict = {"name": arm + cfg.tag, "arm": arm}
     if with_mixers:
         result["mixer_effect_before"] = arm_lib.mixer_effect(model, heldout, pad)
+        if cfg.probes:  # the untrained Compressor: is the sign word there to begin with?
+            result["probes_before"] = probes.sign_word_probe(model, train, heldout, pad, prepared["train"],
+                                                             prepared["heldout"], log=log)
     losses = {}
     for stage in (1, 2):
         log(f"[{arm}{cfg.tag}] stage {stage}")
