@@ -121,9 +121,11 @@ def plot(columns: dict[str, dict[str, float]], totals: dict[str, int], path: Pat
     names = list(columns)
     fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
     width = 0.8 / len(names)
+    colors = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors  # one colour per column
     for j, name in enumerate(names):
         values = [100 * columns[name].get(k, float("nan")) for k in kinds]
-        ax.bar([i + (j - (len(names) - 1) / 2) * width for i in range(len(kinds))], values, width, label=name)
+        ax.bar([i + (j - (len(names) - 1) / 2) * width for i in range(len(kinds))], values, width, label=name,
+               color=colors[j % len(colors)])
     ax.set_xticks(range(len(kinds)), [f"{k}\n({totals[k]})" for k in kinds])
     ax.set_ylabel("held-out exact match (%)")
     ax.set_ylim(0, 100)
