@@ -5,8 +5,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainer.ablation.arm import WithoutMixers, clean_answer, step_plan
+from trainer.ablation.arm import TrainBudget, WithoutMixers, clean_answer, model_inputs, step_plan, train_stage
 from trainer.ablation.run import ARMS, AblationConfig, main
+from trainer.data import collate
 
 
 def test_step_plan_is_shared_by_arms_and_covers_epochs():
@@ -31,61 +32,118 @@ def test_config_rejects_unknown_arms():
         AblationConfig(arms=("moai", "vision-only"))
 
 
+TINY = ["--train-scenes", "12", "--heldout-scenes", "4", "--batch-size", "4", "--image-size", "42",
+        "--stage1-epochs", "1", "--stage2-epochs", "1", "--lm-width", "32", "--lm-layers", "2", "--lm-steps", "5",
+        "--mixer-layers", "0", "1", "--num-latents", "8"]
+
+
 def test_ablation_runs_end_to_end(tmp_path, capsys):
-    """Tiny corpus and budget: every arm trains, answers every held-out question, and is scored;
-    the no-mixer arm leaves the Compressor and Mixers untouched, the moai arm's gates are softmaxes."""
-    rc = main(["--out", str(tmp_path), "--train-scenes", "12", "--heldout-scenes", "4", "--batch-size", "4",
-               "--image-size", "42", "--stage1-epochs", "1", "--stage2-epochs", "1"])
+    """Tiny corpus and budget: phase 0, then every arm trains on the frozen LM, answers every
+    held-out question, and is scored; arms run in separate commands merge into one report."""
+    rc = main(["--out", str(tmp_path), *TINY, "--arms", "moai", "no-aux"])
+    assert rc == 0
+    lm_files = {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir() if p.is_file()}
+    capsys.readouterr()
+    rc = main(["--out", str(tmp_path), *TINY, "--arms", "no-mixer", "aux-in-prompt", "--no-probes"])
     assert rc == 0
     table = capsys.readouterr().out
-    for arm in ARMS:
-        assert f"| {arm} " in table.splitlines()[4] + " "
+    # phase 0 ran once (cached) and no arm changed the LM: it is frozen
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir() if p.is_file()} == lm_files
+    header = next(line for line in table.splitlines() if line.startswith("| question type |"))
+    assert header.endswith(" | answer prior |")  # the prior is a column of the table, not just a footnote
+    for column in ("text LM + aux (phase 0)", *ARMS):
+        assert f"| {column} |" in header
     heldout = json.loads((tmp_path / "corpus" / "heldout.json").read_text())
     for arm in ARMS:
         answers = [json.loads(line) for line in (tmp_path / "answers" / f"{arm}.jsonl").read_text().splitlines()]
         assert sorted(a["id"] for a in answers) == sorted(e["id"] for e in heldout)
     assert f"| all | {len(heldout)} |" in table
     results = json.loads((tmp_path / "results.json").read_text())
-    gates = results["moai"]["gates"]
-    assert sorted(int(k) for k in gates) == [1, 3]
+    assert list(results["arms"]) == list(ARMS)
+    gates = results["arms"]["moai"]["gates"]
+    assert sorted(int(k) for k in gates) == [0, 1]
     for sides in gates.values():
         for side in ("image", "language"):
             assert sum(sides[side]) == pytest.approx(1.0, abs=1e-4)
-    assert results["no-mixer"]["gates"] == {} == results["no-mixer"]["mixer_effect"]
-    assert all(0 < v < 10 for v in results["moai"]["mixer_effect"].values())
-    header = next(line for line in table.splitlines() if line.startswith("| question type |"))
-    assert header.endswith(" | answer prior |")  # the prior is a column of the table, not just a footnote
+    assert "gates" not in results["arms"]["no-mixer"] and "probes" not in results["arms"]["aux-in-prompt"]
+    for arm in ("moai", "no-aux"):
+        assert all(0 < v < 10 for v in results["arms"][arm]["mixer_effect"].values())
+        assert 0 <= results["arms"][arm]["probes"]["heldout"] <= 1
+        assert 0 <= results["arms"][arm]["probes_before"]["heldout"] <= 1
+    assert set(results["arms"]["aux-in-prompt"]["answer_loss"]) >= {"text", "all"}
     all_row = next(line for line in table.splitlines() if line.startswith("| all |"))
     assert all_row.count("|") == header.count("|") and all_row.rstrip(" |").endswith("%")
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--out", str(tmp_path), "--report"]) == 0
     assert capsys.readouterr().out == table
 
 
-def test_without_mixers_trains_only_connector_and_lm(tmp_path):
+def test_aux_in_prompt_puts_the_aux_text_before_the_question():
+    from trainer.ablation.run import with_aux_in_prompt
+
+    entry = {"id": "s-q0", "image": "s.png", "question_type": "text",
+             "conversations": [{"from": "human", "value": "<image>\nWhat does the sign say?"},
+                               {"from": "gpt", "value": "CAFE"}]}
+    out = with_aux_in_prompt([entry], {"s.png": "The image includes text descriptions: CAFE."})[0]
+    assert out["conversations"][0]["value"] == \
+        "<image>\nThe image includes text descriptions: CAFE.\nWhat does the sign say?"
+    assert out["conversations"][1] == entry["conversations"][1] and entry["conversations"][0]["value"].count("\n") == 1
+
+
+class ListDataset:
+    """What train_stage reads from a feature cache: items and their sample records."""
+
+    def __init__(self, items):
+        self.items = items
+        self.samples = [{"sample_id": f"s{i}", "input_ids": it["input_ids"].tolist()} for i, it in enumerate(items)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tiny_items(moai, n=8):
+    tok = moai.tokenizer
+    ids = tok("<s>USER: ", add_special_tokens=False)["input_ids"] + [moai.image_token_id] + \
+        tok("\nWhat?\nASSISTANT: yes</s>", add_special_tokens=False)["input_ids"]
+    labels = torch.tensor(ids)
+    labels[:-4] = -100
+    g = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.tensor(ids), "labels": labels, "aux_input_ids": torch.tensor(ids[:5]),
+             "image_features": torch.randn(9, 32, generator=g), "ps_features": torch.randn(9, 32, generator=g)}
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("arm", ["moai", "no-mixer"])
+def test_arms_train_their_parts_and_never_the_lm(tmp_path, arm):
+    """train_stage on the frozen LM: no-mixer (and aux-in-prompt) train the connector only, moai
+    also the Compressor and Mixers (gates in stage 2); the LM and CLIP never change."""
     from trainer.model import MoAIModel
     from trainer.model.tiny import tiny_config
 
     torch.manual_seed(0)
     moai = MoAIModel.from_config(tiny_config(tmp_path, image_size=42))
-    model = WithoutMixers(moai)
-    model.set_stage(1)
-    model.lm.requires_grad_(True)
+    model = WithoutMixers(moai) if arm == "no-mixer" else moai
     before = {k: v.clone() for k, v in moai.state_dict().items()}
-    tok = moai.tokenizer
-    ids = tok("<s>USER: ", add_special_tokens=False)["input_ids"] + [moai.image_token_id] + \
-        tok("\nWhat?\nASSISTANT: yes</s>", add_special_tokens=False)["input_ids"]
-    input_ids = torch.tensor([ids, ids])
-    labels = input_ids.clone()
-    labels[:, :-4] = -100
-    batch = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels,
-                 image_features=torch.randn(2, 9, 32))
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    out = model(**batch)
-    assert out.gate_weights == {}
-    out.loss.backward()
-    optimizer.step()
+    dataset = ListDataset(tiny_items(moai))
+    budget = TrainBudget(batch_size=4, stage1_epochs=1, stage2_epochs=1)
+    for stage in (1, 2):
+        losses = train_stage(model, dataset, stage, budget, 0, [10] * len(dataset), log=lambda m: None)
+        assert len(losses) == 2
     changed = {k for k, v in moai.state_dict().items() if not torch.equal(v, before[k])}
-    assert any(k.startswith("connector.") for k in changed) and any(k.startswith("lm.") for k in changed)
-    assert not any(k.startswith(("compressor.", "mixers.", "vision.")) for k in changed)
-    tokens = model.generate(max_new_tokens=3, **{k: v for k, v in batch.items() if k != "labels"})
+    assert any(k.startswith("connector.") for k in changed)
+    assert not any(k.startswith(("lm.", "vision.")) for k in changed)
+    moai_parts = {k for k in changed if k.startswith(("compressor.", "mixers."))}
+    if arm == "no-mixer":
+        assert not moai_parts
+        assert model(**model_inputs(collate(dataset.items[:2], 0))).gate_weights == {}
+    else:
+        assert any(k.startswith("compressor.") for k in moai_parts) and any("_gate." in k for k in moai_parts)
+    with pytest.raises(ValueError, match="lengths"):
+        train_stage(model, dataset, 1, budget, 0, [10], log=lambda m: None)
+    batch = model_inputs(collate(dataset.items[:2], 0))
+    batch.pop("labels")
+    tokens = model.generate(max_new_tokens=3, **batch)
     assert tokens.shape[0] == 2 and tokens.shape[1] <= 3

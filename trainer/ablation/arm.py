@@ -1,9 +1,10 @@
 """Train and evaluate one arm of the ablation on cached features, with its own small loop.
 
-The loop is deliberately plain: the ablation has to (1) train the tiny LM from scratch together
-with MoAI's parts, which the training recipes (frozen LM, as MoAI) do not do, (2) run a model
-without Compressor and Mixer, and (3) give every arm the very same initial weights, batches and
-steps. Everything else is the trainer's own code: `trainer.data` joins and tokenizes,
+The LM is the phase-0 LM (`textlm.py`), frozen as in MoAI: an arm trains MoAI's own parts
+(connector, Compressor, Mixers) or, without Mixers, the connector only. The loop is the
+ablation's own so that every arm gets the very same batches (planned from one list of lengths),
+stage-1 expert draws, steps and learning rates, and so that a model without Compressor and Mixer
+runs in it too. Everything else is the trainer's own code: `trainer.data` joins and tokenizes,
 `trainer.cache` holds the frozen CLIP features, `trainer.data.plan_batches` orders the data,
 `MoAIModel.forward` computes the loss and `MoAIModel.generate` answers.
 """
@@ -26,14 +27,15 @@ class TrainBudget:
     batch_size: int = 16
     stage1_epochs: float = 1.0
     stage2_epochs: float = 1.0
-    # learning rates of trainer/recipes/tiny.yaml (far above MoAI's 2e-5: the LM starts from scratch)
+    # MoAI's parts are small and start from scratch: far above MoAI's 1e-4 (docs/moai.md)
     lr: float = 1e-3
     stage2_lr: float = 5e-4
     min_lr: float = 1e-4
+    expert_lr_scale: float = 1.0  # the Mixers' learning rate relative to lr (a fix to try, in MoAI's bounds)
     warmup_fraction: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
-    max_new_tokens: int = 16     # the tiny tokenizer is byte-level: 'bottom right' is 12 tokens
+    max_new_tokens: int = 4      # word-level tokens: 'bottom right' is 2, then the end of answer
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -43,14 +45,9 @@ class TrainBudget:
                              f"{self.stage1_epochs}, stage2_epochs={self.stage2_epochs}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
-
-
-def language_model(model) -> torch.nn.Module:
-    for name in ("lm", "language_model"):
-        if isinstance(getattr(model, name, None), torch.nn.Module):
-            return getattr(model, name)
-    raise AttributeError(f"{type(model).__name__} has no `lm` submodule; the ablation trains the LM from "
-                         "scratch and needs to reach it")
+        if self.lr <= 0 or self.stage2_lr <= 0 or self.expert_lr_scale <= 0:
+            raise ValueError(f"learning rates must be positive, got lr={self.lr}, stage2_lr={self.stage2_lr}, "
+                             f"expert_lr_scale={self.expert_lr_scale}")
 
 
 def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, stage: int) -> list[list[int]]:
@@ -69,18 +66,22 @@ def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, sta
     return plan[:total]
 
 
-def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, log=print) -> list[float]:
-    """One stage: set_stage, LM unfrozen, AdamW + warm-up cosine; returns the per-step losses."""
+def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, lengths: list[int],
+                log=print) -> list[float]:
+    """One stage on the frozen LM: set_stage, AdamW + warm-up cosine; returns the per-step losses.
+
+    lengths: per sample, the same list in every arm (it decides the batches), e.g. the tokens of
+    the conversation without aux text."""
+    if len(lengths) != len(dataset):
+        raise ValueError(f"lengths has {len(lengths)} entries for {len(dataset)} samples")
     model.set_stage(stage)
-    lm = language_model(model)
-    lm.requires_grad_(True)
-    lm_params = [p for p in lm.parameters()]
-    lm_ids = {id(p) for p in lm_params}
-    moai_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    experts = [p for n, p in trainable if ".mixers." in f".{n}"]
+    others = [p for n, p in trainable if ".mixers." not in f".{n}"]
     lr = budget.lr if stage == 1 else budget.stage2_lr
-    optimizer = torch.optim.AdamW([{"params": lm_params, "lr": lr}, {"params": moai_params, "lr": lr}],
-                                  weight_decay=budget.weight_decay)
-    lengths = [len(s["input_ids"]) for s in dataset.samples]
+    groups = [{"params": others, "lr": lr}] + ([{"params": experts, "lr": lr * budget.expert_lr_scale}]
+                                               if experts else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=budget.weight_decay)
     plan = step_plan(lengths, budget.batch_size, budget.stage1_epochs if stage == 1 else budget.stage2_epochs,
                      budget.seed, stage)
     base = [g["lr"] for g in optimizer.param_groups]
@@ -124,7 +125,7 @@ class WithoutMixers(torch.nn.Module):
         self.tokenizer = model.tokenizer
 
     def set_stage(self, stage: int) -> None:
-        """Same stages as MoAI, but only the connector trains (the LM is unfrozen by the caller)."""
+        """Same stages as MoAI, but only the connector trains (the LM stays frozen)."""
         self.moai.requires_grad_(False)
         self.baseline.set_stage(stage)
 

@@ -1,15 +1,19 @@
-"""The ablation: does MoAI's auxiliary information reach the answers?
+"""The ablation: does MoAI's auxiliary information reach the answers of a frozen LM that reads?
 
-    trainer ablation --out runs/ablation            # ~25 min on 2 shared CPU cores (measured)
-    trainer ablation --out runs/ablation --quick    # a few minutes: smoke run, numbers meaningless
+    trainer ablation --out runs/ablation            # phase 0 + every arm (see docs/ablation.md for times)
+    trainer ablation --out runs/ablation --quick    # a ~2-minute smoke run, numbers meaningless
+    trainer ablation --out runs/ablation --arms moai no-aux   # arms one at a time; results merge
 
-Three arms, trained with the same seed, initial weights, batches, expert draws and steps:
-  moai      oracle annotations: verbalized ground truth + ps_map, Compressor and Mixer
-  no-aux    the same model, aux removed: empty auxiliary text and an all-zero ps_map
-  no-mixer  no Compressor and no Mixer at all: the LM reads image tokens and the question
-The tiny LM is trained from scratch together with MoAI's parts (MoAI freezes a pretrained LM;
-offline we have none). Held-out scenes are disjoint from training scenes. Output: exact-match
-accuracy per question type x arm, and the stage-2 gate weights per Mixer layer of the moai arm.
+Phase 0 pretrains a small word-level LM as a text model with the verbalized aux text in its
+prompt (`textlm.py`; cached under OUT/lm); then it is frozen and every arm trains on it with the
+same seed, initial weights, batches, expert draws, steps and learning rates:
+  moai           aux text and ps_map through the Compressor and the Mixers only (not in the prompt)
+  no-aux         the same model, aux removed: empty aux text and an all-zero ps_map
+  no-mixer       no Compressor and no Mixer: CLIP -> connector -> frozen LM
+  aux-in-prompt  no Compressor and no Mixer, the aux text in the prompt: the information's upper bound
+Held-out scenes are disjoint from training scenes. Output: exact-match accuracy per question type
+x arm (+ the answer prior and phase 0's text-only LM), a plot, and probes of where the aux
+information goes (`probes.py`).
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-ARMS = ("moai", "no-aux", "no-mixer")
+ARMS = ("moai", "no-aux", "no-mixer", "aux-in-prompt")
+# which cache each arm trains and answers on: annotations x conversations
+ARM_DATA = {"moai": "oracle", "no-aux": "blank", "no-mixer": "oracle", "aux-in-prompt": "prompt"}
 
 
 @dataclass(frozen=True)
@@ -35,41 +41,83 @@ class AblationConfig:
     stage2_epochs: float = 1.0
     arms: tuple[str, ...] = ARMS
     threads: int = 1               # on a busy shared CPU, more torch threads were ~20x slower, not faster
+    # phase 0: the LM that reads (textlm.LMShape)
+    lm_width: int = 128
+    lm_layers: int = 4
+    lm_steps: int = 2000
+    lm_lr: float = 3e-3
+    # MoAI's parts and their training (the fixes to try within MoAI)
+    lr: float = 1e-3
+    expert_lr_scale: float = 1.0
+    mixer_layers: tuple[int, ...] = (1, 3)
+    compressor_depth: int = 2
+    num_latents: int = 64          # MoAI's 64
+    tag: str = ""                  # results of this run are stored as "<arm><tag>", so variants sit side by side
+    probes: bool = True
 
     def __post_init__(self):
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms!r}")
+        bad = [i for i in self.mixer_layers if not 0 <= i < self.lm_layers]
+        if bad or not self.mixer_layers:
+            raise ValueError(f"mixer_layers must be non-empty and lie in [0, {self.lm_layers}), got "
+                             f"{self.mixer_layers!r}")
 
 
-# The tiny tokenizer's own chat markup (byte-level: InternLM2's `<|im_start|>user\n` would cost
-# ~40 tokens per sample); `</s>` ends the answer, so greedy decoding stops there.
+# The chat markup of the word-level tokenizer (punctuation and line breaks are dropped, so this
+# is `USER` ... `ASSISTANT` ... `</s>`); `</s>` ends the answer, so greedy decoding stops there.
 PROMPT = dict(user_start="USER: ", user_end="\n", assistant_start="ASSISTANT: ", assistant_end="</s>")
-QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8)
+QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8,
+             lm_width=32, lm_layers=2, lm_steps=30, num_latents=8,
+             mixer_layers=(0, 1))
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_model(backbones: Path, image_size: int):
-    from trainer.model import MoAIModel
-    from trainer.model.tiny import build_tiny_backbones, tiny_config
-    if not (backbones / "done").is_file():
-        build_tiny_backbones(backbones)
-        (backbones / "done").write_text("ok\n")
-    return MoAIModel.from_config(tiny_config(backbones, image_size=image_size))
+def lm_shape(cfg: AblationConfig):
+    from .textlm import LMShape
+    return LMShape(width=cfg.lm_width, layers=cfg.lm_layers, heads=max(1, cfg.lm_width // 32),
+                   steps=cfg.lm_steps, lr=cfg.lm_lr, seed=cfg.seed, copy_warmup_steps=min(300, cfg.lm_steps // 5))
+
+
+def build_model(cfg: AblationConfig):
+    """MoAI's parts (sized to the LM) around the phase-0 LM and a random frozen tiny CLIP."""
+    from trainer.model import MoAIConfig, MoAIModel
+    from trainer.model.tiny import build_tiny_backbones
+
+    out = Path(cfg.out)
+    vision = build_tiny_backbones(out / "backbones")["vision"]
+    heads = max(1, cfg.lm_width // 32)
+    return MoAIModel.from_config(MoAIConfig(
+        lm=str(out / "lm"), vision=vision, num_latents=cfg.num_latents, compressor_depth=cfg.compressor_depth,
+        compressor_heads=heads, compressor_head_dim=cfg.lm_width // heads, ff_mult=1,
+        expert_rank=max(8, cfg.lm_width // 4), expert_heads=heads, mixer_layers=cfg.mixer_layers,
+        image_size=cfg.image_size))
+
+
+def with_aux_in_prompt(entries: list[dict], aux: dict[str, str]) -> list[dict]:
+    """The same conversations with the scene's aux text before the question (LLaVA-style)."""
+    out = []
+    for e in entries:
+        question = e["conversations"][0]["value"].replace("<image>", "").strip()
+        human = {"from": "human", "value": f"<image>\n{aux[e['image']]}\n{question}"}
+        out.append({**e, "conversations": [human, *e["conversations"][1:]]})
+    return out
 
 
 def prepare(cfg: AblationConfig) -> dict:
-    """Corpus, tiny backbones and the three feature caches (reused when already there)."""
+    """Corpus, phase-0 LM, tiny CLIP and the six feature caches (each reused when already there)."""
     import torch
 
     from schemas import read_annotations
     from trainer.cache import INDEX_FILE, CachedDataset, build_cache
-    from trainer.data import ANNOTATION_COLUMNS, PromptFormat, load_conversations
+    from trainer.data import ANNOTATION_COLUMNS, PromptFormat
 
     from .corpus import CorpusConfig, corpus_paths, write_corpus
+    from .textlm import aux_texts, pretrained_lm
 
     out = Path(cfg.out)
     corpus_cfg = CorpusConfig(seed=cfg.seed, train_scenes=cfg.train_scenes, heldout_scenes=cfg.heldout_scenes)
@@ -77,160 +125,108 @@ def prepare(cfg: AblationConfig) -> dict:
     wanted = json.dumps({**asdict(corpus_cfg), "image_size": cfg.image_size, "prompt": PROMPT}, sort_keys=True)
     if not stamp.is_file() or stamp.read_text() != wanted:
         started = time.monotonic()
-        paths = write_corpus(out / "corpus", corpus_cfg)
+        write_corpus(out / "corpus", corpus_cfg)
         stamp.write_text(wanted)
         log(f"corpus: {cfg.train_scenes} + {cfg.heldout_scenes} scenes in {time.monotonic() - started:.0f}s")
-        for stale in (out / "cache").glob(f"*/{INDEX_FILE}"):
-            stale.unlink()
+        for stale in [*(out / "cache").glob(f"*/{INDEX_FILE}"), out / "lm" / "phase0.json"]:
+            stale.unlink(missing_ok=True)
     paths = corpus_paths(out / "corpus")
+    prompt = PromptFormat(**PROMPT)
+    aux = aux_texts(paths.oracle)
+    train, heldout = json.loads(paths.train.read_text()), json.loads(paths.heldout.read_text())
+    started = time.monotonic()
+    _, phase0 = pretrained_lm(out / "lm", lm_shape(cfg), train, heldout, aux, prompt, log=log)
+    log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
+        f"with aux, {100 * phase0['heldout_without_aux']['all']:.1f} % without ({time.monotonic() - started:.0f}s)")
     torch.manual_seed(cfg.seed)
-    model = build_model(out / "backbones", cfg.image_size)
+    model = build_model(cfg)
     datasets = {}
-    for name, annotations, conversations in (("train-oracle", paths.oracle, paths.train),
-                                             ("train-blank", paths.blank, paths.train),
-                                             ("heldout-oracle", paths.oracle, paths.heldout),
-                                             ("heldout-blank", paths.blank, paths.heldout)):
-        cache = out / "cache" / name
-        if not (cache / INDEX_FILE).is_file():
-            started = time.monotonic()
-            table = read_annotations(annotations, columns=ANNOTATION_COLUMNS)
-            report = build_cache(model, table, load_conversations(conversations), cache, dtype="float32",
-                                 prompt=PromptFormat(**PROMPT), progress=False)
-            log(f"cache {name}: {report.summary()} ({time.monotonic() - started:.0f}s)")
-        datasets[name] = CachedDataset(cache)
-    for split in ("train", "heldout"):
-        a, b = datasets[f"{split}-oracle"].samples, datasets[f"{split}-blank"].samples
-        if [s["sample_id"] for s in a] != [s["sample_id"] for s in b] or \
-                [s["input_ids"] for s in a] != [s["input_ids"] for s in b]:
-            raise RuntimeError(f"{split}: oracle and blank caches disagree on samples; delete {out / 'cache'}")
-    return {"paths": paths, "datasets": datasets}
+    for split, entries in (("train", train), ("heldout", heldout)):
+        for name, source, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
+                                            ("prompt", paths.blank, with_aux_in_prompt(entries, aux))):
+            cache = out / "cache" / f"{split}-{name}"
+            if not (cache / INDEX_FILE).is_file():
+                started = time.monotonic()
+                table = read_annotations(source, columns=ANNOTATION_COLUMNS)
+                report = build_cache(model, table, conversations, cache, dtype="float32", prompt=prompt,
+                                     progress=False)
+                log(f"cache {split}-{name}: {report.summary()} ({time.monotonic() - started:.0f}s)")
+            datasets[f"{split}-{name}"] = CachedDataset(cache)
+        ids = [[s["sample_id"] for s in datasets[f"{split}-{name}"].samples] for name in ("oracle", "blank", "prompt")]
+        if ids[0] != ids[1] or ids[0] != ids[2] or [s["input_ids"] for s in datasets[f"{split}-oracle"].samples] != \
+                [s["input_ids"] for s in datasets[f"{split}-blank"].samples]:
+            raise RuntimeError(f"{split}: the caches disagree on samples; delete {out / 'cache'}")
+    return {"paths": paths, "datasets": datasets, "phase0": phase0, "train": train, "heldout": heldout}
 
 
-def run_arm(arm: str, cfg: AblationConfig, datasets: dict, budget) -> dict:
+def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     import torch
 
     from . import arm as arm_lib
+    from . import probes
     from .evaluate import write_answers
 
-    aux = "blank" if arm == "no-aux" else "oracle"
-    torch.manual_seed(cfg.seed)  # identical initial weights in every arm
-    moai = build_model(Path(cfg.out) / "backbones", cfg.image_size)
-    model = arm_lib.WithoutMixers(moai) if arm == "no-mixer" else moai
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    datasets = prepared["datasets"]
+    train, heldout = datasets[f"train-{ARM_DATA[arm]}"], datasets[f"heldout-{ARM_DATA[arm]}"]
+    # every arm's batches come from the same lengths: the conversation without aux text
+    lengths = [len(s["input_ids"]) for s in datasets["train-oracle"].samples]
+    torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
+    moai = build_model(cfg)
+    with_mixers = arm in ("moai", "no-aux")
+    model = moai if with_mixers else arm_lib.WithoutMixers(moai)
+    pad = model.tokenizer.pad_token_id
     started = time.monotonic()
+    result: dict = {"name": arm + cfg.tag, "arm": arm}
+    if with_mixers:
+        result["mixer_effect_before"] = arm_lib.mixer_effect(model, heldout, pad)
+        if cfg.probes:  # the untrained Compressor: is the sign word there to begin with?
+            result["probes_before"] = probes.sign_word_probe(model, train, heldout, pad, prepared["train"],
+                                                             prepared["heldout"], log=log)
     losses = {}
     for stage in (1, 2):
-        log(f"[{arm}] stage {stage}")
-        losses[stage] = arm_lib.train_stage(model, datasets[f"train-{aux}"], stage, budget, pad, log=log)
-    answers = arm_lib.answer(model, datasets[f"heldout-{aux}"], pad, budget)
-    write_answers(answers, Path(cfg.out) / "answers" / f"{arm}.jsonl")
-    gates = arm_lib.gate_weights(model, datasets[f"heldout-{aux}"], pad) if model is moai else {}
-    effect = arm_lib.mixer_effect(model, datasets[f"heldout-{aux}"], pad) if model is moai else {}
-    result = {"answers": answers, "gates": gates, "mixer_effect": effect, "seconds": time.monotonic() - started,
-              "final_loss": {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}}
-    log(f"[{arm}] done in {result['seconds']:.0f}s; final losses {result['final_loss']}")
-    return result
-
-
-def prior_answers(train: list[dict], heldout: list[dict]) -> dict[str, str]:
-    """A blind reference: each held-out question gets the training answer most often given to
-    the same question text (else to its type). No image, no aux: what answer priors alone give."""
-    from collections import Counter
-
-    from .questions import answer_of, question_of
-
-    by_question, by_type = {}, {}
-    for e in train:
-        by_question.setdefault(question_of(e), Counter())[answer_of(e)] += 1
-        by_type.setdefault(e["question_type"], Counter())[answer_of(e)] += 1
-    return {e["id"]: (by_question.get(question_of(e)) or by_type[e["question_type"]]).most_common(1)[0][0]
-            for e in heldout}
-
-
-def format_table(heldout: list[dict], results: dict[str, dict], prior: dict[str, str] | None = None) -> str:
-    from .evaluate import score
-    from .questions import QUESTION_TYPES
-
-    arms = list(results)
-    scores = {arm: score(heldout, results[arm]["answers"]) for arm in arms}
-    if prior is not None:
-        arms.append("answer prior")
-        scores["answer prior"] = score(heldout, prior)
-    header = "| question type | held-out questions | " + " | ".join(arms) + " |"
-    lines = [header, "|" + "---|" * (2 + len(arms))]
-    for kind in (*QUESTION_TYPES, "all"):
-        total = scores[arms[0]][kind].total
-        cells = [f"{100 * scores[a][kind].accuracy:.1f} %" for a in arms]
-        lines.append(f"| {kind} | {total} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def format_gates(gates: dict, effect: dict | None = None) -> str:
-    effect = {str(k): v for k, v in (effect or {}).items()}
-    lines = ["| Mixer layer | image tokens: aux / lang / self | language tokens: aux / img / self |"
-             + (" Mixer's change of the normed states |" if effect else ""),
-             "|---|---|---|" + ("---|" if effect else "")]
-    for layer, sides in gates.items():
-        image, language = (" / ".join(f"{w:.3f}" for w in sides[s]) for s in ("image", "language"))
-        lines.append(f"| {layer} | {image} | {language} |" + (f" {effect[str(layer)]:.3f} |" if effect else ""))
-    return "\n".join(lines)
+        log(f"[{arm}{cfg.tag}] stage {stage}")
+        losses[stage] = arm_lib.train_stage(model, train, stage, budget, pad, lengths, log=log)
+    answers = arm_lib.answer(model, heldout, pad, budget)
+    write_answers(answers, Path(cfg.out) / "answers" / f"{arm}{cfg.tag}.jsonl")
+    result["final_loss"] = {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}
+    result["answer_loss"] = probes.answer_loss(model, heldout, pad, prepared["heldout"])
+    if with_mixers:
+        result["gates"] = arm_lib.gate_weights(model, heldout, pad)
+        result["mixer_effect"] = arm_lib.mixer_effect(model, heldout, pad)
+        if cfg.probes:
+            result["probes"] = probes.sign_word_probe(model, train, heldout, pad, prepared["train"],
+                                                      prepared["heldout"], log=log)
+    result["seconds"] = time.monotonic() - started
+    log(f"[{arm}{cfg.tag}] done in {result['seconds']:.0f}s; final losses {result['final_loss']}")
+    return {**result, "answers": answers}
 
 
 def run(cfg: AblationConfig) -> str:
     import torch
 
     from .arm import TrainBudget
+    from .report import report, save_result
 
     torch.set_num_threads(cfg.threads)
-    started = time.monotonic()
     prepared = prepare(cfg)
     budget = TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
-                         stage2_epochs=cfg.stage2_epochs)
-    results = {arm: run_arm(arm, cfg, prepared["datasets"], budget) for arm in cfg.arms}
+                         stage2_epochs=cfg.stage2_epochs, lr=cfg.lr, stage2_lr=cfg.lr / 2,
+                         expert_lr_scale=cfg.expert_lr_scale)
     out = Path(cfg.out)
-    (out / "results.json").write_text(json.dumps(
-        {"config": asdict(cfg), "budget": asdict(budget), "seconds": time.monotonic() - started,
-         "training_questions": len(prepared["datasets"]["train-oracle"]),
-         **{arm: {k: v for k, v in r.items() if k != "answers"} for arm, r in results.items()}},
-        indent=2, default=str) + "\n")
+    for arm in cfg.arms:
+        result = run_arm(arm, cfg, prepared, budget)
+        result.pop("answers")
+        save_result(out, result, {"config": asdict(cfg), "budget": asdict(budget),
+                                  "training_questions": len(prepared["datasets"]["train-oracle"]),
+                                  "phase0": prepared["phase0"]})
     return report(out)
-
-
-def report(out: str | Path) -> str:
-    """The results table of a finished run, from its answers and results.json (no training)."""
-    from .corpus import corpus_paths
-    from .evaluate import read_answers
-
-    out = Path(out)
-    if not (out / "results.json").is_file():
-        raise RuntimeError(f"{out} holds no finished ablation (results.json missing); run it first")
-    saved = json.loads((out / "results.json").read_text())
-    cfg = saved["config"]
-    paths = corpus_paths(out / "corpus")
-    heldout = json.loads(paths.heldout.read_text())
-    prior = prior_answers(json.loads(paths.train.read_text()), heldout)
-    arms = [arm for arm in ARMS if arm in saved]
-    results = {arm: {"answers": read_answers(out / "answers" / f"{arm}.jsonl")} for arm in arms}
-    lines = [f"Ablation: {cfg['train_scenes']} training scenes ({saved.get('training_questions', '?')} questions), "
-             f"{cfg['heldout_scenes']} held-out scenes, batch {cfg['batch_size']}, {cfg['stage1_epochs']:g} + "
-             f"{cfg['stage2_epochs']:g} epochs, seed {cfg['seed']}, image size {cfg['image_size']}"
-             + (f"; {saved['seconds']:.0f}s in all" if "seconds" in saved else ""),
-             "", "Exact-match accuracy on held-out scenes:", "", format_table(heldout, results, prior), "",
-             "`answer prior`: no model; each question gets the training answer most frequent for the same "
-             "question text."]
-    if "moai" in saved:
-        lines += ["", "Stage-2 gate weights of the moai arm (mean over held-out prompt tokens):", "",
-                  format_gates(saved["moai"]["gates"], saved["moai"].get("mixer_effect"))]
-    text = "\n".join(lines)
-    (out / "results.md").write_text(text + "\n")
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainer ablation", description=__doc__.splitlines()[0],
                                      epilog="Arms: " + ", ".join(ARMS))
-    parser.add_argument("--out", default=AblationConfig.out, help="working directory (corpus, caches, results)")
-    parser.add_argument("--quick", action="store_true", help="a few-minute smoke run on a tiny corpus")
+    parser.add_argument("--out", default=AblationConfig.out, help="working directory (corpus, LM, caches, results)")
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run on a tiny corpus and LM")
     parser.add_argument("--seed", type=int, default=AblationConfig.seed)
     parser.add_argument("--train-scenes", type=int)
     parser.add_argument("--heldout-scenes", type=int)
@@ -238,19 +234,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, help="CLIP input size, a multiple of 14 (default 126)")
     parser.add_argument("--stage1-epochs", type=float)
     parser.add_argument("--stage2-epochs", type=float)
+    parser.add_argument("--lm-width", type=int, help="phase-0 LM width (default 128)")
+    parser.add_argument("--lm-layers", type=int, help="phase-0 LM layers (default 4)")
+    parser.add_argument("--lm-steps", type=int, help="phase-0 pretraining steps (default 2000)")
+    parser.add_argument("--lm-lr", type=float, help="phase-0 peak learning rate (default 3e-3)")
+    parser.add_argument("--lr", type=float, help="stage-1 peak learning rate of MoAI's parts (stage 2: half)")
+    parser.add_argument("--expert-lr-scale", type=float, help="the Mixers' learning rate relative to --lr")
+    parser.add_argument("--mixer-layers", type=int, nargs="+", help="0-based LM layers with a Mixer")
+    parser.add_argument("--compressor-depth", type=int)
+    parser.add_argument("--num-latents", type=int)
+    parser.add_argument("--tag", help="suffix of this run's arm names in the results (variants side by side)")
+    parser.add_argument("--no-probes", dest="probes", action="store_false", help="skip the sign-word probe")
     parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads")
     parser.add_argument("--report", action="store_true", help="only print the table of a finished run in --out")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args(argv)
-    cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads)
+    cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads,
+                         probes=args.probes)
     if args.quick:
         cfg = replace(cfg, **QUICK)
-    overrides = {k: getattr(args, k) for k in ("train_scenes", "heldout_scenes", "batch_size", "image_size",
-                                              "stage1_epochs", "stage2_epochs") if getattr(args, k) is not None}
-    cfg = replace(cfg, **overrides)
+    names = ("train_scenes", "heldout_scenes", "batch_size", "image_size", "stage1_epochs", "stage2_epochs",
+             "lm_width", "lm_layers", "lm_steps", "lm_lr", "lr", "expert_lr_scale", "compressor_depth",
+             "num_latents", "tag")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.mixer_layers:
+        overrides["mixer_layers"] = tuple(args.mixer_layers)
     try:
-        print(report(cfg.out) if args.report else run(cfg))
-    except (RuntimeError, NotImplementedError) as exc:
+        cfg = replace(cfg, **overrides)
+        if args.report:
+            from .report import report
+            print(report(cfg.out))
+        else:
+            print(run(cfg))
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
         print(f"trainer ablation: {exc}", file=sys.stderr)
         return 2
     return 0
