@@ -147,3 +147,37 @@ def test_arms_train_their_parts_and_never_the_lm(tmp_path, arm):
     batch.pop("labels")
     tokens = model.generate(max_new_tokens=3, **batch)
     assert tokens.shape[0] == 2 and tokens.shape[1] <= 3
+
+
+def test_expert_output_scale_is_opt_in_and_learns(tmp_path):
+    """--expert-output-scale (not MoAI): off by default; on, every expert gets a trainable gain,
+    at 0 the Mixers are the identity, at 1 the model computes exactly what it did without it."""
+    from trainer.ablation.arm import add_expert_output_gains
+    from trainer.model import MoAIModel
+    from trainer.model.tiny import tiny_config
+
+    assert AblationConfig().expert_output_scale is False
+    torch.manual_seed(0)
+    moai = MoAIModel.from_config(tiny_config(tmp_path, image_size=42))
+    dataset = ListDataset(tiny_items(moai))
+    batch = model_inputs(collate(dataset.items[:2], 0))
+    moai.set_stage(2)
+    plain = moai(**batch).loss.item()
+    assert add_expert_output_gains(moai) == 6 * len(moai.mixers)
+    gains = [p for n, p in moai.named_parameters() if n.endswith(".gain")]
+    assert len(gains) == 6 * len(moai.mixers) and all(".mixers." in f".{n}" for n, _ in moai.named_parameters()
+                                                      if n.endswith(".gain"))
+    zero = moai(**batch).loss.item()
+    assert zero != plain  # the gain changes the output: the experts' attention is switched off
+    with torch.no_grad():
+        for g in gains:
+            g.fill_(1.0)
+    assert moai(**batch).loss.item() == pytest.approx(plain, abs=1e-6)
+    with torch.no_grad():
+        for g in gains:
+            g.zero_()
+    budget = TrainBudget(batch_size=4, stage1_epochs=1, stage2_epochs=1)
+    for stage in (1, 2):
+        train_stage(moai, dataset, stage, budget, 0, [10] * len(dataset), log=lambda m: None)
+        assert all(g.requires_grad for g in gains)
+    assert any(g.item() != 0 for g in gains)  # they learn from 0

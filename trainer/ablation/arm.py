@@ -109,6 +109,36 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
     return losses
 
 
+class ExpertOutputGain(torch.nn.Module):
+    """NOT MoAI (`--expert-output-scale`): a learnable scalar on one expert's attention output.
+
+    Appended to the expert's output projection `o`, so the expert computes query + gain * o(attention)
+    instead of query + o(attention). The gain starts at 0 (as Flamingo's and LLaMA-Adapter's
+    zero-initialised gates): each Mixer starts as the identity, the frozen LM reads its phase-0
+    inputs unchanged, and the Compressor receives no gradient from a random expert path that
+    scrambles the LM's input; the gain grows only where a path lowers the loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+def add_expert_output_gains(model) -> int:
+    """Append an ExpertOutputGain to every Mixer expert of `model` (a MoAIModel); returns how many.
+
+    Its parameters sit under `mixers.`, so they train with the experts at the experts' learning rate."""
+    added = 0
+    for mixer in model.mixers.values():
+        for experts in (mixer.image_experts, mixer.language_experts):
+            for expert in experts.values():
+                expert.o.append(ExpertOutputGain())
+                added += 1
+    return added
+
+
 class WithoutMixers(torch.nn.Module):
     """Arm 'no-mixer': the same LM, vision features and connector, no Compressor and no Mixer.
 

@@ -52,6 +52,7 @@ class AblationConfig:
     mixer_layers: tuple[int, ...] = (1, 3)
     compressor_depth: int = 2
     num_latents: int = 64          # MoAI's 64
+    expert_output_scale: bool = False  # NOT MoAI: a zero-initialised learnable gain per expert (arm.ExpertOutputGain)
     tag: str = ""                  # results of this run are stored as "<arm><tag>", so variants sit side by side
     probes: bool = True
 
@@ -173,6 +174,8 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
     moai = build_model(cfg)
     with_mixers = arm in ("moai", "no-aux")
+    if cfg.expert_output_scale and with_mixers:  # a labelled departure from MoAI, off by default
+        arm_lib.add_expert_output_gains(moai)
     model = moai if with_mixers else arm_lib.WithoutMixers(moai)
     pad = model.tokenizer.pad_token_id
     started = time.monotonic()
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixer-layers", type=int, nargs="+", help="0-based LM layers with a Mixer")
     parser.add_argument("--compressor-depth", type=int)
     parser.add_argument("--num-latents", type=int)
+    parser.add_argument("--expert-output-scale", action="store_true", default=None,
+                        help="NOT MoAI: a learnable output gain per Mixer expert, initialised at 0 (off by default)")
     parser.add_argument("--tag", help="suffix of this run's arm names in the results (variants side by side)")
     parser.add_argument("--no-probes", dest="probes", action="store_false", help="skip the sign-word probe")
     parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads")
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, **QUICK)
     names = ("train_scenes", "heldout_scenes", "batch_size", "image_size", "stage1_epochs", "stage2_epochs",
              "lm_width", "lm_layers", "lm_steps", "lm_lr", "lr", "expert_lr_scale", "compressor_depth",
-             "num_latents", "tag")
+             "num_latents", "expert_output_scale", "tag")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.mixer_layers:
         overrides["mixer_layers"] = tuple(args.mixer_layers)
