@@ -105,16 +105,21 @@ def moai_state(tensors: dict[str, torch.Tensor], s: PublishedSizes) -> dict[str,
     out = {f"connector.{k}": v for k, v in connector_state(tensors).items()}
     out.update({"compressor." + k[len("moai_compressor."):]: v for k, v in tensors.items()
                 if k.startswith("moai_compressor.")})
+    out.update({ours: tensors[theirs] for theirs, ours in mixer_keys(s)})
+    return out
+
+
+def mixer_keys(s: PublishedSizes):
+    """(published key, our key) of every expert and gate weight of every Mixer layer."""
     for n in s.mixer_layers:
         p, m = f"model.layers.{n}.attention.moai_", f"mixers.{n}."
         for expert, (side, name) in EXPERTS.items():
             for proj in "qkvo":
                 for i in "01":
-                    out[f"{m}{side}.{name}.{proj}.{i}.weight"] = tensors[f"{p}{expert}.linear_{proj}.{i}.weight"]
+                    yield f"{p}{expert}.linear_{proj}.{i}.weight", f"{m}{side}.{name}.{proj}.{i}.weight"
         for gate, ours in GATES.items():
             for part in ("weight", "bias"):
-                out[f"{m}{ours}.{part}"] = tensors[f"{p}{gate}.{part}"]
-    return out
+                yield f"{p}{gate}.{part}", f"{m}{ours}.{part}"
 
 
 # ---- ours -> published (round trips, and the 7B dry run's check) -----------------------------------
@@ -140,15 +145,7 @@ def to_published(lm: dict[str, torch.Tensor], trainable: dict[str, torch.Tensor]
         connector = {k[len("connector."):]: v for k, v in trainable.items() if k.startswith("connector.")}
         out.update({"moai_compressor." + k[len("compressor."):]: v for k, v in trainable.items()
                     if k.startswith("compressor.")})
-        for n in s.mixer_layers:
-            p, m = f"model.layers.{n}.attention.moai_", f"mixers.{n}."
-            for expert, (side, name) in EXPERTS.items():
-                for proj in "qkvo":
-                    for i in "01":
-                        out[f"{p}{expert}.linear_{proj}.{i}.weight"] = trainable[f"{m}{side}.{name}.{proj}.{i}.weight"]
-            for gate, ours in GATES.items():
-                for part in ("weight", "bias"):
-                    out[f"{p}{gate}.{part}"] = trainable[f"{m}{ours}.{part}"]
+        out.update({theirs: trainable[ours] for theirs, ours in mixer_keys(s)})
     out.update({f"vision_proj.{k}": v for k, v in (connector or {}).items()})
     return out
 
