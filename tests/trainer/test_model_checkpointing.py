@@ -18,15 +18,11 @@ def model(tiny_root):
     return MoAIModel.from_config(tiny_config(tiny_root)).eval()
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_gradient_checkpointing_recomputes_the_same_mixer(model, stage):
-    """A checkpointed layer re-runs its norm hook in backward: it must mix with the same routing and draws."""
-    batch = make_batch(model)
-    model.set_stage(stage)
-
+def grads_without_and_with_checkpointing(model, loss) -> tuple[dict, dict]:
+    """The trainable weights' gradients of loss() (a fresh forward), plain and LM-checkpointed."""
     def grads():
         model.zero_grad(set_to_none=True)
-        model(**batch, generator=torch.Generator().manual_seed(5)).loss.backward()
+        loss().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.train()
@@ -38,6 +34,17 @@ def test_gradient_checkpointing_recomputes_the_same_mixer(model, stage):
         model.lm.activation_checkpointing_disable()
         model.zero_grad(set_to_none=True)
         model.eval()
+    return plain, checkpointed
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_gradient_checkpointing_recomputes_the_same_mixer(model, stage):
+    """A checkpointed layer re-runs its norm hook in backward: it must mix with the same routing and draws."""
+    batch = make_batch(model)
+    model.set_stage(stage)
+
+    plain, checkpointed = grads_without_and_with_checkpointing(
+        model, lambda: model(**batch, generator=torch.Generator().manual_seed(5)).loss)
     assert plain.keys() == checkpointed.keys() and any(n.startswith("mixers.") for n in plain)
     for name in plain:
         assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
@@ -80,22 +87,11 @@ def test_two_checkpointed_forwards_then_one_backward_match_no_checkpointing(mode
     batch, other = make_batch(model), make_batch(model, answers=[" Two green apples, yes.", " Pink."])
     model.set_stage(1)
 
-    def grads():
-        model.zero_grad(set_to_none=True)
+    def loss():
         first = model(**batch, generator=torch.Generator().manual_seed(1)).loss
         second = model(**other, generator=torch.Generator().manual_seed(2)).loss
-        (first + second).backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    model.train()
-    try:
-        plain = grads()
-        model.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        checkpointed = grads()
-    finally:
-        model.lm.activation_checkpointing_disable()
-        model.zero_grad(set_to_none=True)
-        model.eval()
+        return first + second
+    plain, checkpointed = grads_without_and_with_checkpointing(model, loss)
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
