@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .textlm import LMShape
+
 ARMS = ("moai", "no-aux", "no-mixer", "aux-in-prompt")
 # which cache each arm trains and answers on: annotations x conversations
 ARM_DATA = {"moai": "oracle", "no-aux": "blank", "no-mixer": "oracle", "aux-in-prompt": "prompt"}
@@ -41,11 +43,11 @@ class AblationConfig:
     stage2_epochs: float = 1.0
     arms: tuple[str, ...] = ARMS
     threads: int = 1               # on a busy shared CPU, more torch threads were ~20x slower, not faster
-    # phase 0: the LM that reads (textlm.LMShape)
-    lm_width: int = 128
-    lm_layers: int = 4
-    lm_steps: int = 2000
-    lm_lr: float = 3e-3
+    # phase 0: the LM that reads
+    lm_width: int = LMShape.width
+    lm_layers: int = LMShape.layers
+    lm_steps: int = LMShape.steps
+    lm_lr: float = LMShape.lr
     # MoAI's parts and their training (the fixes to try within MoAI)
     lr: float = 1e-3
     expert_lr_scale: float = 1.0
@@ -79,7 +81,6 @@ def log(message: str) -> None:
 
 
 def lm_shape(cfg: AblationConfig):
-    from .textlm import LMShape
     return LMShape(width=cfg.lm_width, layers=cfg.lm_layers, heads=max(1, cfg.lm_width // 32),
                    steps=cfg.lm_steps, lr=cfg.lm_lr, seed=cfg.seed, copy_warmup_steps=min(300, cfg.lm_steps // 5))
 

@@ -43,7 +43,7 @@ class LMShape:
     width: int = 128
     layers: int = 4
     heads: int = 4
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 16
     lr: float = 3e-3
     min_lr: float = 1e-4
