@@ -192,15 +192,23 @@ class CachedDataset(torch.utils.data.Dataset):
             self._handles[k] = safe_open(str(self.dir / shard_name(k)), framework="pt")
         return self._handles[k]
 
+    def image_slots(self) -> dict[str, tuple[int, int]]:
+        """image_id -> (shard, slot) of every cached image."""
+        index = self._index().select(["image_id", "shard", "slot"]).to_pydict()
+        return dict(zip(index["image_id"], zip(index["shard"], index["slot"])))
+
+    def features(self, shard_id: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's (image, ps) features, each (N, Dv), in the cache's dtype."""
+        shard = self._shard(shard_id)
+        return (shard.get_slice("image_features")[slot:slot + 1][0],
+                shard.get_slice("ps_features")[slot:slot + 1][0])
+
     def __getitem__(self, i: int) -> dict:
         index = self._index()
-        shard_id, slot = index.column("shard")[i].as_py(), index.column("slot")[i].as_py()
-        shard = self._shard(shard_id)
+        image, ps = self.features(index.column("shard")[i].as_py(), index.column("slot")[i].as_py())
         text = {name: torch.from_numpy(index.column(name)[i].values.to_numpy(zero_copy_only=False).astype("int64"))
                 for name in ("input_ids", "labels", "aux_input_ids")}
-        return {**text,
-                "image_features": shard.get_slice("image_features")[slot:slot + 1][0],  # (N, Dv)
-                "ps_features": shard.get_slice("ps_features")[slot:slot + 1][0]}
+        return {**text, "image_features": image, "ps_features": ps}  # features (N, Dv)
 
     def __getstate__(self):  # DataLoader workers map the index and open the shards themselves
         state = {**self.__dict__, "_handles": {}, "_table": None}

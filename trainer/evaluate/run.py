@@ -58,20 +58,14 @@ class CachedFeatures:
         from trainer.cache import CachedDataset, check_compatible
         self.cache = CachedDataset(cache_dir)
         check_compatible(self.cache.meta, model_config)
-        index = self.cache._index().select(["image_id", "shard", "slot"]).to_pydict()
-        self.where = dict(zip(index["image_id"], zip(index["shard"], index["slot"])))
+        self.where = self.cache.image_slots()
 
     def __contains__(self, annotation_id: str) -> bool:
         return annotation_id in self.where
 
     def batch(self, annotation_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> image and ps features, each (B, N, Dv), in the cache's dtype."""
-        image, ps = [], []
-        for annotation_id in annotation_ids:
-            shard, slot = self.where[annotation_id]
-            f = self.cache._shard(shard)
-            image.append(f.get_slice("image_features")[slot:slot + 1][0])
-            ps.append(f.get_slice("ps_features")[slot:slot + 1][0])
+        image, ps = zip(*(self.cache.features(*self.where[a]) for a in annotation_ids))
         return torch.stack(image), torch.stack(ps)
 
 
