@@ -39,12 +39,13 @@ TINY = ["--train-scenes", "12", "--heldout-scenes", "4", "--batch-size", "4", "-
 
 def test_ablation_runs_end_to_end(tmp_path, capsys):
     """Tiny corpus and budget: phase 0, then every arm trains on the frozen LM, answers every
-    held-out question, and is scored; arms run in separate commands merge into one report."""
-    rc = main(["--out", str(tmp_path), *TINY, "--arms", "moai", "no-aux"])
+    held-out question, and is scored; arms run in separate commands merge into one report; arms
+    run one after another (--jobs 1) or side by side in worker processes (--jobs 2)."""
+    rc = main(["--out", str(tmp_path), *TINY, "--arms", "moai", "no-aux", "--jobs", "1"])
     assert rc == 0
     lm_files = {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir() if p.is_file()}
     capsys.readouterr()
-    rc = main(["--out", str(tmp_path), *TINY, "--arms", "no-mixer", "aux-in-prompt", "--no-probes"])
+    rc = main(["--out", str(tmp_path), *TINY, "--arms", "no-mixer", "aux-in-prompt", "--no-probes", "--jobs", "2"])
     assert rc == 0
     table = capsys.readouterr().out
     # phase 0 ran once (cached) and no arm changed the LM: it is frozen
@@ -59,7 +60,7 @@ def test_ablation_runs_end_to_end(tmp_path, capsys):
         assert sorted(a["id"] for a in answers) == sorted(e["id"] for e in heldout)
     assert f"| all | {len(heldout)} |" in table
     results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["arms"]) == list(ARMS)
+    assert list(results["arms"]) == list(ARMS)  # canonical order, whichever arm finished first
     gates = results["arms"]["moai"]["gates"]
     assert sorted(int(k) for k in gates) == [0, 1]
     for sides in gates.values():
@@ -71,6 +72,11 @@ def test_ablation_runs_end_to_end(tmp_path, capsys):
         assert 0 <= results["arms"][arm]["probes"]["heldout"] <= 1
         assert 0 <= results["arms"][arm]["probes_before"]["heldout"] <= 1
     assert set(results["arms"]["aux-in-prompt"]["answer_loss"]) >= {"text", "all"}
+    for arm in ARMS:  # the logit lens: one reading per LM layer (2 here)
+        lens = results["arms"][arm]["answer_lens"]
+        assert sorted(lens) == ["0", "1"] and all(0 <= v["top1"] <= 1 and v["mean_rank"] >= 0 for v in lens.values())
+    assert sorted(results["phase0_reading"]) == ["0", "1"]
+    assert "after layer 1" in table and "reads the sign word" in table
     all_row = next(line for line in table.splitlines() if line.startswith("| all |"))
     assert all_row.count("|") == header.count("|") and all_row.rstrip(" |").endswith("%")
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"

@@ -148,3 +148,35 @@ def test_copy_warmup_asks_only_the_text_question(tokenizer):
     assert not set(batch["labels"][batch["labels"] != IGNORE_INDEX].tolist()) <= sign | {tokenizer.eos_token_id}
     with pytest.raises(ValueError, match="copy_warmup_steps"):
         textlm.LMShape(steps=100, copy_warmup_steps=100)
+
+
+def test_reading_layers_finds_the_layer_whose_head_reads_the_sign_word(tokenizer):
+    """A 2-layer LM whose second layer has a head built to attend to sign words: the probe says
+    layer 1 reads (weight ~1) and layer 0, whose attention is zeroed (uniform), does not."""
+    import transformers
+
+    from trainer.ablation.probes import reading_layers
+
+    aux, entries = scenes(4)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16,
+                                      num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1,
+                                      head_dim=8, rope_theta=1e16, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    lm = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        embed = lm.get_input_embeddings().weight  # (V, 8): every token has 1 on dim 1, sign words 3 on dim 0
+        embed.normal_(std=0.05)
+        embed[:, 1] = 1.0
+        embed[tokenizer.convert_tokens_to_ids(list(SIGN_WORDS)), 0] = 3.0
+        for layer in lm.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.down_proj, layer.self_attn.o_proj):
+                proj.weight.zero_()
+        # layer 1: query dim 1 <- input dim 1 (every token), key dim 1 <- input dim 0 (sign words);
+        # RoPE barely turns dim pair (1, 5) at this theta, so the match does not depend on position
+        lm.model.layers[1].self_attn.q_proj.weight[1, 1] = 30.0
+        lm.model.layers[1].self_attn.k_proj.weight[1, 0] = 30.0
+    implementation = lm.config._attn_implementation
+    reading = reading_layers(lm, tokenizer, entries, aux, PromptFormat(**PROMPT))
+    assert set(reading) == {0, 1}
+    assert reading[1] > 0.95 and reading[0] < 0.1
+    assert lm.config._attn_implementation == implementation  # the LM's own kernel is restored

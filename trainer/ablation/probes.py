@@ -104,3 +104,71 @@ def sign_word_probe(model, train, heldout, pad_token_id: int, train_entries: lis
         f"{100 * train_accuracy:.1f} %, majority {100 * majority:.1f} %, {len(vocab)} words)")
     return {"heldout": accuracy, "train": train_accuracy, "majority": majority, "classes": len(vocab),
             "train_images": len(train_idx), "heldout_images": len(held_idx)}
+
+
+@torch.no_grad()
+def reading_layers(lm, tokenizer, entries: list[dict], aux: dict[str, str], prompt, samples: int = 64) -> dict[int, float]:
+    """Where the frozen LM reads the sign word when the aux text is in its prompt: per layer, the
+    attention weight (its most attentive head, mean over held-out text questions) from the last
+    prompt position to the sign word's token. A Mixer can only hand the word to the LM's copy
+    through layers at or before the one that reads it."""
+    from .questions import answer_of, question_of
+    from .textlm import pad_rows, text_sequence
+
+    chosen = [e for e in entries if e["question_type"] == "text"][:samples]
+    if not chosen:
+        return {}
+    rows = [text_sequence(aux[e["image"]], [(question_of(e), answer_of(e))], tokenizer, prompt) for e in chosen]
+    batch = pad_rows(rows, tokenizer.pad_token_id)
+    implementation = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"  # attention weights are returned by the eager kernel only
+    try:
+        attentions = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_attentions=True).attentions  # per layer (B, H, T, T)
+    finally:
+        lm.config._attn_implementation = implementation
+    last = (batch["labels"] != IGNORE_INDEX).int().argmax(dim=1) - 1  # (B,) the position that answers
+    out = {}
+    for layer, weights in enumerate(attentions):
+        per_head = torch.zeros(weights.shape[1])
+        for b, e in enumerate(chosen):
+            word = tokenizer.convert_tokens_to_ids(answer_of(e))
+            ids = batch["input_ids"][b, :last[b]]
+            per_head += weights[b, :, last[b], :last[b]][:, ids == word].sum(dim=-1)
+        out[layer] = float(per_head.max()) / len(chosen)
+    return out
+
+
+@torch.no_grad()
+def answer_lens(model, dataset, pad_token_id: int, entries: list[dict], kind: str = "text",
+                samples: int = 128, batch_size: int = 32) -> dict[int, dict[str, float]]:
+    """How far the answer gets inside the LM: per layer, the residual stream at the last prompt
+    position read through the final norm and the (tied) unembedding ("logit lens"); top-1
+    accuracy and mean rank of the right first answer token over held-out questions of `kind`."""
+    kind_of = {e["id"]: e["question_type"] for e in entries}
+    chosen = [i for i, s in enumerate(dataset.samples) if kind_of[s["sample_id"]] == kind][:samples]
+    lm = model.lm
+    layers = lm.model.layers
+    states: dict[int, torch.Tensor] = {}
+    handles = [layer.register_forward_hook(
+        lambda module, args, output, i=i: states.__setitem__(i, output[0] if isinstance(output, tuple) else output))
+        for i, layer in enumerate(layers)]
+    hits, ranks, total = [0] * len(layers), [0.0] * len(layers), 0
+    model.eval()
+    try:
+        for start in range(0, len(chosen), batch_size):
+            indices = chosen[start:start + batch_size]
+            out = model(**model_inputs(collate([dataset[i] for i in indices], pad_token_id)))
+            rows = torch.arange(len(indices))
+            first = (out.labels != IGNORE_INDEX).int().argmax(dim=1)  # (B,) first answer token
+            target = out.labels[rows, first]
+            for layer in range(len(layers)):
+                logits = lm.lm_head(lm.model.norm(states[layer][rows, first - 1]))  # (B, V)
+                hits[layer] += int((logits.argmax(-1) == target).sum())
+                ranks[layer] += float((logits > logits.gather(1, target[:, None])).sum())
+            total += len(indices)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {layer: {"top1": hits[layer] / max(1, total), "mean_rank": ranks[layer] / max(1, total)}
+            for layer in range(len(layers))}

@@ -35,7 +35,17 @@ def save_result(out: Path, result: dict, meta: dict) -> None:
         saved = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
         saved.update(meta)
         saved["arms"][result["name"]] = {**result, "config": meta.get("config")}
+        saved["arms"] = dict(sorted(saved["arms"].items(), key=arm_order))  # arms finish in any order
         path.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+
+
+def arm_order(item: tuple[str, dict]) -> tuple:
+    """The arms in their canonical order, each arm's tagged variants after it, by name."""
+    from .run import ARMS
+
+    name, result = item
+    arm = result.get("arm", name)
+    return (ARMS.index(arm) if arm in ARMS else len(ARMS), name)
 
 
 def prior_answers(train: list[dict], heldout: list[dict]) -> dict[str, str]:
@@ -103,6 +113,21 @@ def format_probes(arms: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_lens(arms: dict[str, dict]) -> str:
+    """Per arm: the sign word read off the residual stream at the answer position after each LM
+    layer (top-1 accuracy, mean rank of the right word), held-out text questions."""
+    lensed = {name: r["answer_lens"] for name, r in arms.items() if r.get("answer_lens")}
+    if not lensed:
+        return "–"
+    layers = sorted({int(k) for lens in lensed.values() for k in lens})
+    lines = ["| arm | " + " | ".join(f"after layer {k}" for k in layers) + " |", "|---|" + "---|" * len(layers)]
+    for name, lens in lensed.items():
+        cells = [f"{100 * lens[str(k)]['top1']:.0f} % (rank {lens[str(k)]['mean_rank']:.1f})" if str(k) in lens
+                 else "–" for k in layers]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_gates(gates: dict) -> str:
     lines = ["| Mixer layer | image tokens: aux / lang / self | language tokens: aux / img / self |", "|---|---|---|"]
     for layer, sides in gates.items():
@@ -157,6 +182,14 @@ def report(out: str | Path) -> str:
              "`text LM + aux (phase 0)`: the frozen LM alone, the aux text in its prompt, no image (the ceiling); "
              "`answer prior`: no model; each question gets the training answer most frequent for the same "
              "question text.", "", "Where the aux information goes (held-out):", "", format_probes(saved["arms"])]
+    reading = saved.get("phase0_reading") or {}
+    if reading:
+        lines += ["", "Where the frozen LM reads the sign word from the aux text in its prompt (attention from the "
+                  "answer position to the word, its most attentive head): " +
+                  ", ".join(f"layer {k} {v:.2f}" for k, v in reading.items()) +
+                  f"; Mixers at layers {', '.join(str(k) for k in cfg.get('mixer_layers', []))}."]
+    lines += ["", "How far the sign word gets inside the LM (logit lens at the answer position, held-out text "
+              "questions; top-1, mean rank of the right word among the vocabulary):", "", format_lens(saved["arms"])]
     for name, r in saved["arms"].items():
         if r.get("gates"):
             lines += ["", f"Stage-2 gate weights of `{name}` (mean over held-out prompt tokens):", "",

@@ -27,6 +27,7 @@ from pathlib import Path
 from .textlm import LMShape
 
 ARMS = ("moai", "no-aux", "no-mixer", "aux-in-prompt")
+ARMS_BY_COST = ("aux-in-prompt", "moai", "no-aux", "no-mixer")  # slowest first (aux-in-prompt: longest prompts)
 # which cache each arm trains and answers on: annotations x conversations
 ARM_DATA = {"moai": "oracle", "no-aux": "blank", "no-mixer": "oracle", "aux-in-prompt": "prompt"}
 
@@ -42,7 +43,8 @@ class AblationConfig:
     stage1_epochs: float = 1.0
     stage2_epochs: float = 1.0
     arms: tuple[str, ...] = ARMS
-    threads: int = 1               # on a busy shared CPU, more torch threads were ~20x slower, not faster
+    threads: int = 1               # per arm; on a busy shared CPU, more torch threads were ~20x slower, not faster
+    jobs: int = 0                  # arms trained at once, one process each (0: one per CPU core, at most one per arm)
     # phase 0: the LM that reads
     lm_width: int = LMShape.width
     lm_layers: int = LMShape.layers
@@ -110,7 +112,7 @@ def with_aux_in_prompt(entries: list[dict], aux: dict[str, str]) -> list[dict]:
     return out
 
 
-def prepare(cfg: AblationConfig) -> dict:
+def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
     """Corpus, phase-0 LM, tiny CLIP and the six feature caches (each reused when already there)."""
     import torch
 
@@ -118,6 +120,7 @@ def prepare(cfg: AblationConfig) -> dict:
     from trainer.cache import INDEX_FILE, CachedDataset, build_cache
     from trainer.data import ANNOTATION_COLUMNS, PromptFormat
 
+    from . import probes
     from .corpus import CorpusConfig, corpus_paths, write_corpus
     from .textlm import aux_texts, pretrained_lm
 
@@ -138,10 +141,15 @@ def prepare(cfg: AblationConfig) -> dict:
     train, heldout = json.loads(paths.train.read_text()), json.loads(paths.heldout.read_text())
     started = time.monotonic()
     _, phase0 = pretrained_lm(out / "lm", lm_shape(cfg), train, heldout, aux, prompt, log=log)
-    log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
+    if not quiet:
+        log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
         f"with aux, {100 * phase0['heldout_without_aux']['all']:.1f} % without ({time.monotonic() - started:.0f}s)")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
+    reading = probes.reading_layers(model.lm, model.tokenizer, heldout, aux, prompt)
+    if not quiet:
+        log("phase 0 reads the sign word at: " + ", ".join(f"layer {k} {v:.2f}" for k, v in reading.items()) +
+            " (attention from the answer position to the word)")
     datasets = {}
     for split, entries in (("train", train), ("heldout", heldout)):
         for name, source, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
@@ -158,11 +166,16 @@ def prepare(cfg: AblationConfig) -> dict:
         if ids[0] != ids[1] or ids[0] != ids[2] or [s["input_ids"] for s in datasets[f"{split}-oracle"].samples] != \
                 [s["input_ids"] for s in datasets[f"{split}-blank"].samples]:
             raise RuntimeError(f"{split}: the caches disagree on samples; delete {out / 'cache'}")
-    return {"paths": paths, "datasets": datasets, "phase0": phase0, "train": train, "heldout": heldout}
+    return {"paths": paths, "datasets": datasets, "phase0": phase0, "train": train, "heldout": heldout,
+            "reading": reading}
 
 
 def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     import torch
+
+    def log(message: str) -> None:  # arms may run side by side: say whose line it is
+        print(message if message.startswith("[") else f"[{arm}{cfg.tag}] {message.strip()}", file=sys.stderr,
+              flush=True)
 
     from . import arm as arm_lib
     from . import probes
@@ -194,6 +207,7 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     write_answers(answers, Path(cfg.out) / "answers" / f"{arm}{cfg.tag}.jsonl")
     result["final_loss"] = {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}
     result["answer_loss"] = probes.answer_loss(model, heldout, pad, prepared["heldout"])
+    result["answer_lens"] = probes.answer_lens(model, heldout, pad, prepared["heldout"])
     if with_mixers:
         result["gates"] = arm_lib.gate_weights(model, heldout, pad)
         result["mixer_effect"] = arm_lib.mixer_effect(model, heldout, pad)
@@ -205,25 +219,60 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     return {**result, "answers": answers}
 
 
-def run(cfg: AblationConfig) -> str:
+def budget_of(cfg: AblationConfig):
+    from .arm import TrainBudget
+
+    return TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
+                       stage2_epochs=cfg.stage2_epochs, lr=cfg.lr, stage2_lr=cfg.lr / 2,
+                       expert_lr_scale=cfg.expert_lr_scale)
+
+
+def train_and_save(cfg: AblationConfig, arm: str, prepared: dict | None = None) -> str:
+    """One arm, start to finish, its result merged into OUT/results.json; runs in a worker process
+    too (then it loads the corpus, LM and caches that the parent prepared)."""
     import torch
 
-    from .arm import TrainBudget
-    from .report import report, save_result
+    from .report import save_result
 
     torch.set_num_threads(cfg.threads)
-    prepared = prepare(cfg)
-    budget = TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
-                         stage2_epochs=cfg.stage2_epochs, lr=cfg.lr, stage2_lr=cfg.lr / 2,
-                         expert_lr_scale=cfg.expert_lr_scale)
-    out = Path(cfg.out)
-    for arm in cfg.arms:
-        result = run_arm(arm, cfg, prepared, budget)
-        result.pop("answers")
-        save_result(out, result, {"config": asdict(cfg), "budget": asdict(budget),
-                                  "training_questions": len(prepared["datasets"]["train-oracle"]),
-                                  "phase0": prepared["phase0"]})
-    return report(out)
+    prepared = prepared or prepare(cfg, quiet=True)
+    budget = budget_of(cfg)
+    result = run_arm(arm, cfg, prepared, budget)
+    result.pop("answers")
+    save_result(Path(cfg.out), result, {"config": asdict(cfg), "budget": asdict(budget),
+                                        "training_questions": len(prepared["datasets"]["train-oracle"]),
+                                        "phase0": prepared["phase0"], "phase0_reading": prepared["reading"]})
+    return arm
+
+
+def jobs_for(cfg: AblationConfig) -> int:
+    import os
+
+    return max(1, min(len(cfg.arms), cfg.jobs or os.cpu_count() or 1))
+
+
+def run(cfg: AblationConfig) -> str:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    from .report import report
+
+    torch.set_num_threads(cfg.threads)
+    prepared = prepare(cfg)  # phase 0 and the caches, once, before any arm
+    jobs = jobs_for(cfg)
+    if jobs == 1:
+        for arm in cfg.arms:
+            train_and_save(cfg, arm, prepared)
+    else:
+        # the slowest arms first, so that two workers finish together; spawn: no forked torch state
+        order = sorted(cfg.arms, key=lambda a: ARMS_BY_COST.index(a))
+        log(f"training {len(order)} arms, {jobs} at a time (one process each, --jobs)")
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(train_and_save, cfg, arm) for arm in order]):
+                done.result()
+    return report(cfg.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,12 +300,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="NOT MoAI: a learnable output gain per Mixer expert, initialised at 0 (off by default)")
     parser.add_argument("--tag", help="suffix of this run's arm names in the results (variants side by side)")
     parser.add_argument("--no-probes", dest="probes", action="store_false", help="skip the sign-word probe")
-    parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads per arm")
+    parser.add_argument("--jobs", type=int, default=AblationConfig.jobs,
+                        help="arms trained at once, one process each (default: one per CPU core)")
     parser.add_argument("--report", action="store_true", help="only print the table of a finished run in --out")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args(argv)
     cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads,
-                         probes=args.probes)
+                         jobs=args.jobs, probes=args.probes)
     if args.quick:
         cfg = replace(cfg, **QUICK)
     names = ("train_scenes", "heldout_scenes", "batch_size", "image_size", "stage1_epochs", "stage2_epochs",
