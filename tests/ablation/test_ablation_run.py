@@ -187,3 +187,33 @@ def test_expert_output_scale_is_opt_in_and_learns(tmp_path):
         train_stage(moai, dataset, stage, budget, 0, [10] * len(dataset), log=lambda m: None)
         assert all(g.requires_grad for g in gains)
     assert any(g.item() != 0 for g in gains)  # they learn from 0
+
+
+def test_question_types_restrict_training_and_scoring(tmp_path, capsys):
+    """`--question-types text`: the arm trains and answers on text questions only, and the table
+    shows its other types as not asked."""
+    rc = main(["--out", str(tmp_path), *TINY, "--arms", "no-mixer", "--question-types", "text", "--no-probes",
+               "--jobs", "1", "--stage2-epochs", "0"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    heldout = json.loads((tmp_path / "corpus" / "heldout.json").read_text())
+    answers = [json.loads(line) for line in (tmp_path / "answers" / "no-mixer.jsonl").read_text().splitlines()]
+    assert sorted(a["id"] for a in answers) == sorted(e["id"] for e in heldout if e["question_type"] == "text")
+    header = next(line for line in table.splitlines() if line.startswith("| question type |")).split("|")
+    existence = next(line for line in table.splitlines() if line.startswith("| existence |")).split("|")
+    assert existence[header.index(" no-mixer ")].strip() == "–"
+    with pytest.raises(ValueError, match="question_types"):
+        AblationConfig(question_types=("colour",))
+
+
+def test_of_types_keeps_the_samples_of_those_types():
+    from trainer.ablation.arm import of_types
+
+    class Records(list):
+        samples = property(lambda self: list(self))
+
+    dataset = Records({"sample_id": f"q{i}"} for i in range(5))
+    entries = [{"id": f"q{i}", "question_type": "text" if i % 2 else "counting"} for i in range(5)]
+    subset = of_types(dataset, entries, ("text",))
+    assert [s["sample_id"] for s in subset.samples] == ["q1", "q3"] and subset.indices == [1, 3]
+    assert of_types(dataset, entries, ("text", "counting")) is dataset

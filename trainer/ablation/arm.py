@@ -171,6 +171,27 @@ class WithoutMixers(torch.nn.Module):
         return self.moai.lm
 
 
+class Subset:
+    """Some samples of a cached dataset, with its `samples` records (`--question-types`)."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, list(indices)
+        self.samples = [dataset.samples[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[self.indices[i]]
+
+
+def of_types(dataset, entries: list[dict], types: tuple[str, ...]):
+    """`dataset` restricted to questions of `types` (itself when that is every question)."""
+    kind_of = {e["id"]: e["question_type"] for e in entries}
+    keep = [i for i, s in enumerate(dataset.samples) if kind_of[s["sample_id"]] in types]
+    return dataset if len(keep) == len(dataset) else Subset(dataset, keep)
+
+
 @torch.no_grad()
 def answer(model, dataset, pad_token_id: int, budget: TrainBudget, batch_size: int = 32) -> dict[str, str]:
     """Greedy answers (sample id -> text) to every held-out sample's question."""

@@ -147,6 +147,8 @@ def answer_lens(model, dataset, pad_token_id: int, entries: list[dict], kind: st
     accuracy and mean rank of the right first answer token over held-out questions of `kind`."""
     kind_of = {e["id"]: e["question_type"] for e in entries}
     chosen = [i for i, s in enumerate(dataset.samples) if kind_of[s["sample_id"]] == kind][:samples]
+    if not chosen:
+        return {}
     lm = model.lm
     layers = lm.model.layers
     states: dict[int, torch.Tensor] = {}

@@ -76,9 +76,11 @@ def accuracy_columns(out: Path, saved: dict) -> tuple[dict[str, dict[str, float]
     if phase0:
         columns["text LM + aux (phase 0)"] = phase0["heldout_with_aux"]
         columns["text LM, no aux (phase 0)"] = phase0["heldout_without_aux"]
-    for name in saved["arms"]:
-        scores = score(heldout, read_answers(out / "answers" / f"{name}.jsonl"))
-        columns[name] = {k: s.accuracy for k, s in scores.items()}
+    for name, result in saved["arms"].items():
+        types = (result.get("config") or {}).get("question_types") or QUESTION_TYPES  # a diagnostic asks fewer
+        scores = score([e for e in heldout if e["question_type"] in types],
+                       read_answers(out / "answers" / f"{name}.jsonl"))
+        columns[name] = {k: s.accuracy for k, s in scores.items() if s.total}
     scores = score(heldout, prior_answers(json.loads(paths.train.read_text()), heldout))
     columns["answer prior"] = {k: s.accuracy for k, s in scores.items()}
     totals = {k: s.total for k, s in scores.items()}
@@ -186,8 +188,9 @@ def report(out: str | Path) -> str:
     if reading:
         lines += ["", "Where the frozen LM reads the sign word from the aux text in its prompt (attention from the "
                   "answer position to the word, its most attentive head): " +
-                  ", ".join(f"layer {k} {v:.2f}" for k, v in reading.items()) +
-                  f"; Mixers at layers {', '.join(str(k) for k in cfg.get('mixer_layers', []))}."]
+                  ", ".join(f"layer {k} {v:.2f}" for k, v in reading.items()) + "; Mixers at layers " +
+                  "; ".join(f"{name} {', '.join(str(k) for k in (r.get('config') or {}).get('mixer_layers', []))}"
+                            for name, r in saved["arms"].items() if r.get("arm", name) in ("moai", "no-aux")) + "."]
     lines += ["", "How far the sign word gets inside the LM (logit lens at the answer position, held-out text "
               "questions; top-1, mean rank of the right word among the vocabulary):", "", format_lens(saved["arms"])]
     for name, r in saved["arms"].items():

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .questions import QUESTION_TYPES
 from .textlm import LMShape
 
 ARMS = ("moai", "no-aux", "no-mixer", "aux-in-prompt")
@@ -58,12 +59,16 @@ class AblationConfig:
     num_latents: int = 64          # MoAI's 64
     expert_output_scale: bool = False  # NOT MoAI: a zero-initialised learnable gain per expert (arm.ExpertOutputGain)
     tag: str = ""                  # results of this run are stored as "<arm><tag>", so variants sit side by side
+    question_types: tuple[str, ...] = QUESTION_TYPES  # a diagnostic: train and score on these types only
     probes: bool = True
 
     def __post_init__(self):
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms!r}")
+        if not self.question_types or any(t not in QUESTION_TYPES for t in self.question_types):
+            raise ValueError(f"question_types must be a non-empty subset of {QUESTION_TYPES}, got "
+                             f"{self.question_types!r}")
         bad = [i for i in self.mixer_layers if not 0 <= i < self.lm_layers]
         if bad or not self.mixer_layers:
             raise ValueError(f"mixer_layers must be non-empty and lie in [0, {self.lm_layers}), got "
@@ -182,9 +187,12 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     from .evaluate import write_answers
 
     datasets = prepared["datasets"]
-    train, heldout = datasets[f"train-{ARM_DATA[arm]}"], datasets[f"heldout-{ARM_DATA[arm]}"]
+    types = cfg.question_types
+    train = arm_lib.of_types(datasets[f"train-{ARM_DATA[arm]}"], prepared["train"], types)
+    heldout = arm_lib.of_types(datasets[f"heldout-{ARM_DATA[arm]}"], prepared["heldout"], types)
     # every arm's batches come from the same lengths: the conversation without aux text
-    lengths = [len(s["input_ids"]) for s in datasets["train-oracle"].samples]
+    lengths = [len(s["input_ids"]) for s in arm_lib.of_types(datasets["train-oracle"], prepared["train"],
+                                                               types).samples]
     torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
     moai = build_model(cfg)
     with_mixers = arm in ("moai", "no-aux")
@@ -305,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="arms trained at once, one process each (default: one per CPU core)")
     parser.add_argument("--report", action="store_true", help="only print the table of a finished run in --out")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES,
+                        help="a diagnostic: train and score on these question types only (default: all)")
     args = parser.parse_args(argv)
     cfg = AblationConfig(out=args.out, seed=args.seed, arms=tuple(args.arms), threads=args.threads,
                          jobs=args.jobs, probes=args.probes)
@@ -316,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.mixer_layers:
         overrides["mixer_layers"] = tuple(args.mixer_layers)
+    if args.question_types:
+        overrides["question_types"] = tuple(args.question_types)
     try:
         cfg = replace(cfg, **overrides)
         if args.report:
