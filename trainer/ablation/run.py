@@ -54,7 +54,10 @@ class AblationConfig:
     # MoAI's parts and their training (the fixes to try within MoAI)
     lr: float = 1e-3
     expert_lr_scale: float = 1.0
-    mixer_layers: tuple[int, ...] = (1, 3)
+    # MoAI spaces its Mixers evenly (every 8th of 32 layers); at depth 4 that is every other layer,
+    # from the first: the phase-0 LM reads the OCR word in layer 0 (probes.reading_layers), and
+    # with Mixers at (1, 3) the aux path never reaches that reading (docs/ablation.md §5)
+    mixer_layers: tuple[int, ...] = (0, 2)
     compressor_depth: int = 2
     num_latents: int = 64          # MoAI's 64
     expert_output_scale: bool = False  # NOT MoAI: a zero-initialised learnable gain per expert (arm.ExpertOutputGain)
