@@ -2,11 +2,13 @@
 
     trainer ablation --out runs/ablation            # phase 0 + every arm (see docs/ablation.md for times)
     trainer ablation --out runs/ablation --quick    # a ~2-minute smoke run, numbers meaningless
-    trainer ablation --out runs/ablation --arms moai no-aux   # arms one at a time; results merge
+    trainer ablation --out runs/ablation --arms moai no-aux   # some arms; results merge
+    trainer ablation --out runs/ablation --arms moai --tag=-text --question-types text   # a diagnostic
 
 Phase 0 pretrains a small word-level LM as a text model with the verbalized aux text in its
 prompt (`textlm.py`; cached under OUT/lm); then it is frozen and every arm trains on it with the
-same seed, initial weights, batches, expert draws, steps and learning rates:
+same seed, initial weights, batches, expert draws, steps and learning rates (arms run side by
+side, one process each, `--jobs`):
   moai           aux text and ps_map through the Compressor and the Mixers only (not in the prompt)
   no-aux         the same model, aux removed: empty aux text and an all-zero ps_map
   no-mixer       no Compressor and no Mixer: CLIP -> connector -> frozen LM
@@ -151,7 +153,7 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
     _, phase0 = pretrained_lm(out / "lm", lm_shape(cfg), train, heldout, aux, prompt, log=log)
     if not quiet:
         log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
-        f"with aux, {100 * phase0['heldout_without_aux']['all']:.1f} % without ({time.monotonic() - started:.0f}s)")
+            f"with aux, {100 * phase0['heldout_without_aux']['all']:.1f} % without ({time.monotonic() - started:.0f}s)")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     reading = probes.reading_layers(model.lm, model.tokenizer, heldout, aux, prompt)
