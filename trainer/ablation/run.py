@@ -43,8 +43,9 @@ class AblationConfig:
     heldout_scenes: int = 200
     image_size: int = 126          # 9 x 9 CLIP patches (3 x 3 per grid cell); MoAI's 490 is 1,225 tokens
     batch_size: int = 16
-    stage1_epochs: float = 1.0
-    stage2_epochs: float = 1.0
+    # 3 + 3: with 1 + 1 (and 3 + 1, 1 + 3) the aux path never carried the sign word (docs/ablation.md §4)
+    stage1_epochs: float = 3.0
+    stage2_epochs: float = 3.0
     arms: tuple[str, ...] = ARMS
     threads: int = 1               # per arm; on a busy shared CPU, more torch threads were ~20x slower, not faster
     jobs: int = 0                  # arms trained at once, one process each (0: one per CPU core, at most one per arm)
