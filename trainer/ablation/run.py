@@ -43,7 +43,7 @@ class AblationConfig:
     heldout_scenes: int = 200
     image_size: int = 126          # 9 x 9 CLIP patches (3 x 3 per grid cell); MoAI's 490 is 1,225 tokens
     batch_size: int = 16
-    # 3 + 3: with 1 + 1 (and 3 + 1, 1 + 3) the aux path never carried the sign word (docs/ablation.md §4)
+    # 3 + 3: with 1 + 1 (and 3 + 1, 1 + 3) the aux path never carried the sign word (docs/ablation.md, "Measured")
     stage1_epochs: float = 3.0
     stage2_epochs: float = 3.0
     arms: tuple[str, ...] = ARMS
@@ -59,7 +59,7 @@ class AblationConfig:
     expert_lr_scale: float = 1.0
     # MoAI spaces its Mixers evenly (every 8th of 32 layers); at depth 4 that is every other layer,
     # from the first: the phase-0 LM reads the OCR word in layer 0 (probes.reading_layers), and
-    # with Mixers at (1, 3) the aux path never reaches that reading (docs/ablation.md §5)
+    # with Mixers at (1, 3) the aux path never reaches that reading (docs/ablation.md, "Reading")
     mixer_layers: tuple[int, ...] = (0, 2)
     compressor_depth: int = 2
     num_latents: int = 64          # MoAI's 64
