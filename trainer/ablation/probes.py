@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from trainer.data import IGNORE_INDEX, collate
 
-from .arm import model_inputs
+from .arm import model_inputs, of_types
 
 
 @torch.no_grad()
@@ -145,8 +145,8 @@ def answer_lens(model, dataset, pad_token_id: int, entries: list[dict], kind: st
     """How far the answer gets inside the LM: per layer, the residual stream at the last prompt
     position read through the final norm and the (tied) unembedding ("logit lens"); top-1
     accuracy and mean rank of the right first answer token over held-out questions of `kind`."""
-    kind_of = {e["id"]: e["question_type"] for e in entries}
-    chosen = [i for i, s in enumerate(dataset.samples) if kind_of[s["sample_id"]] == kind][:samples]
+    questions = of_types(dataset, entries, (kind,))
+    chosen = list(range(min(samples, len(questions))))
     if not chosen:
         return {}
     lm = model.lm
@@ -160,7 +160,7 @@ def answer_lens(model, dataset, pad_token_id: int, entries: list[dict], kind: st
     try:
         for start in range(0, len(chosen), batch_size):
             indices = chosen[start:start + batch_size]
-            out = model(**model_inputs(collate([dataset[i] for i in indices], pad_token_id)))
+            out = model(**model_inputs(collate([questions[i] for i in indices], pad_token_id)))
             rows = torch.arange(len(indices))
             first = (out.labels != IGNORE_INDEX).int().argmax(dim=1)  # (B,) first answer token
             target = out.labels[rows, first]

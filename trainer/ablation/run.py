@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -41,13 +42,16 @@ class AblationConfig:
     seed: int = 0
     train_scenes: int = 2000
     heldout_scenes: int = 200
-    image_size: int = 126          # 9 x 9 CLIP patches (3 x 3 per grid cell); MoAI's 490 is 1,225 tokens
+    # 6 x 6 CLIP patches (2 x 2 per grid cell); MoAI's 490 is 1,225 tokens. The image tokens are most
+    # of an arm's sequence: 126 px (81 tokens) made every arm ~1.5x slower (docs/ablation.md, "Time")
+    image_size: int = 84
     batch_size: int = 16
     # 3 + 3: with 1 + 1 (and 3 + 1, 1 + 3) the aux path never carried the sign word (docs/ablation.md, "Measured")
     stage1_epochs: float = 3.0
     stage2_epochs: float = 3.0
     arms: tuple[str, ...] = ARMS
     threads: int = 1               # per arm; on a busy shared CPU, more torch threads were ~20x slower, not faster
+    phase0_threads: int = 0        # phase 0 and the caches run alone: every core (0); 2 threads: ~1.5x faster
     jobs: int = 0                  # arms trained at once, one process each (0: one per CPU core, at most one per arm)
     # phase 0: the LM that reads
     lm_width: int = LMShape.width
@@ -138,7 +142,7 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
     out = Path(cfg.out)
     corpus_cfg = CorpusConfig(seed=cfg.seed, train_scenes=cfg.train_scenes, heldout_scenes=cfg.heldout_scenes)
     stamp = out / "corpus" / "config.json"
-    wanted = json.dumps({**asdict(corpus_cfg), "image_size": cfg.image_size, "prompt": PROMPT}, sort_keys=True)
+    wanted = json.dumps({**asdict(corpus_cfg), "prompt": PROMPT}, sort_keys=True)
     if not stamp.is_file() or stamp.read_text() != wanted:
         started = time.monotonic()
         write_corpus(out / "corpus", corpus_cfg)
@@ -151,6 +155,8 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
     aux = aux_texts(paths.oracle)
     train, heldout = json.loads(paths.train.read_text()), json.loads(paths.heldout.read_text())
     started = time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.phase0_threads or os.cpu_count() or 1)
     _, phase0 = pretrained_lm(out / "lm", lm_shape(cfg), train, heldout, aux, prompt, log=log)
     if not quiet:
         log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
@@ -166,7 +172,7 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
         for name, source, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
                                             ("prompt", paths.blank, with_aux_in_prompt(entries, aux))):
             cache = out / "cache" / f"{split}-{name}"
-            if not (cache / INDEX_FILE).is_file():
+            if not (cache / INDEX_FILE).is_file() or cached_image_size(cache) != cfg.image_size:
                 started = time.monotonic()
                 table = read_annotations(source, columns=ANNOTATION_COLUMNS)
                 report = build_cache(model, table, conversations, cache, dtype="float32", prompt=prompt,
@@ -177,8 +183,18 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
         if ids[0] != ids[1] or ids[0] != ids[2] or [s["input_ids"] for s in datasets[f"{split}-oracle"].samples] != \
                 [s["input_ids"] for s in datasets[f"{split}-blank"].samples]:
             raise RuntimeError(f"{split}: the caches disagree on samples; delete {out / 'cache'}")
+    torch.set_num_threads(threads)
     return {"paths": paths, "datasets": datasets, "phase0": phase0, "train": train, "heldout": heldout,
             "reading": reading}
+
+
+def cached_image_size(cache: Path) -> int | None:
+    from trainer.cache import META_FILE
+
+    try:
+        return json.loads((cache / META_FILE).read_text())["model"]["image_size"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
@@ -192,13 +208,13 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     from . import probes
     from .evaluate import write_answers
 
-    datasets = prepared["datasets"]
-    types = cfg.question_types
-    train = arm_lib.of_types(datasets[f"train-{ARM_DATA[arm]}"], prepared["train"], types)
-    heldout = arm_lib.of_types(datasets[f"heldout-{ARM_DATA[arm]}"], prepared["heldout"], types)
+    datasets, types = prepared["datasets"], cfg.question_types
+    def asked(split: str, data: str):  # the split's questions of the types asked, on one cache
+        return arm_lib.of_types(datasets[f"{split}-{data}"], prepared[split], types)
+
+    train, heldout = asked("train", ARM_DATA[arm]), asked("heldout", ARM_DATA[arm])
     # every arm's batches come from the same lengths: the conversation without aux text
-    lengths = [len(s["input_ids"]) for s in arm_lib.of_types(datasets["train-oracle"], prepared["train"],
-                                                               types).samples]
+    lengths = [len(s["input_ids"]) for s in asked("train", "oracle").samples]
     torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
     moai = build_model(cfg)
     with_mixers = arm in ("moai", "no-aux")
