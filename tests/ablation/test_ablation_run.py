@@ -217,3 +217,20 @@ def test_of_types_keeps_the_samples_of_those_types():
     subset = of_types(dataset, entries, ("text",))
     assert [s["sample_id"] for s in subset.samples] == ["q1", "q3"] and subset.indices == [1, 3]
     assert of_types(dataset, entries, ("text", "counting")) is dataset
+
+
+def test_a_new_image_size_rebuilds_the_caches_and_keeps_the_corpus_and_lm(tmp_path):
+    """The image size is the caches' alone: changing it re-encodes the images, not the scenes or phase 0."""
+    from trainer.cache import META_FILE
+
+    args = ["--out", str(tmp_path), *TINY, "--arms", "no-mixer", "--question-types", "text", "--no-probes",
+            "--jobs", "1", "--stage2-epochs", "0"]
+    assert main(args) == 0
+    kept = {p: p.read_bytes() for p in [tmp_path / "lm" / "model.safetensors", tmp_path / "corpus" / "train.json"]}
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    assert main([*args, "--image-size", "28"]) == 0  # 2 x 2 patches instead of 3 x 3
+    assert {p: p.read_bytes() for p in kept} == kept and {p: p.stat().st_mtime_ns for p in kept} == stamps
+    for cache in (tmp_path / "cache").iterdir():
+        assert json.loads((cache / META_FILE).read_text())["model"]["image_size"] == 28
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["image_size"] == 28

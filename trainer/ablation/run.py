@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -51,7 +50,6 @@ class AblationConfig:
     stage2_epochs: float = 3.0
     arms: tuple[str, ...] = ARMS
     threads: int = 1               # per arm; on a busy shared CPU, more torch threads were ~20x slower, not faster
-    phase0_threads: int = 0        # phase 0 and the caches run alone: every core (0); 2 threads: ~1.5x faster
     jobs: int = 0                  # arms trained at once, one process each (0: one per CPU core, at most one per arm)
     # phase 0: the LM that reads
     lm_width: int = LMShape.width
@@ -155,8 +153,6 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
     aux = aux_texts(paths.oracle)
     train, heldout = json.loads(paths.train.read_text()), json.loads(paths.heldout.read_text())
     started = time.monotonic()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.phase0_threads or os.cpu_count() or 1)
     _, phase0 = pretrained_lm(out / "lm", lm_shape(cfg), train, heldout, aux, prompt, log=log)
     if not quiet:
         log(f"phase 0 (text LM, aux in the prompt): held-out {100 * phase0['heldout_with_aux']['all']:.1f} % "
@@ -183,7 +179,6 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
         if ids[0] != ids[1] or ids[0] != ids[2] or [s["input_ids"] for s in datasets[f"{split}-oracle"].samples] != \
                 [s["input_ids"] for s in datasets[f"{split}-blank"].samples]:
             raise RuntimeError(f"{split}: the caches disagree on samples; delete {out / 'cache'}")
-    torch.set_num_threads(threads)
     return {"paths": paths, "datasets": datasets, "phase0": phase0, "train": train, "heldout": heldout,
             "reading": reading}
 
