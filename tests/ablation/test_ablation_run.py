@@ -20,6 +20,21 @@ def test_step_plan_is_shared_by_arms_and_covers_epochs():
     assert plan != step_plan(lengths, 8, 1.5, seed=3, stage=2)
 
 
+def test_text_warmup_draws_the_first_steps_from_text_questions_only():
+    """--text-warmup-steps: the first stage-1 batches hold text questions only; the plan keeps its
+    length and then goes on as without the warm-up (the same for every arm: it depends on no arm)."""
+    lengths = [5 + i % 7 for i in range(100)]
+    text = list(range(0, 100, 5))
+    plain = step_plan(lengths, 8, 2, seed=0, stage=1)
+    plan = step_plan(lengths, 8, 2, seed=0, stage=1, warmup=text, warmup_steps=6)
+    assert len(plan) == len(plain) == 24
+    assert all(i in text for batch in plan[:6] for i in batch)
+    assert plan[6:] == plain[:18]
+    assert step_plan(lengths, 8, 2, seed=0, stage=1, warmup=text, warmup_steps=0) == plain
+    with pytest.raises(ValueError, match="text_warmup_steps"):
+        TrainBudget(text_warmup_steps=-1)
+
+
 def test_clean_answer_stops_at_end_of_turn():
     tokenizer = SimpleNamespace(eos_token="</s>", pad_token="<pad>")
     assert clean_answer(" top left</s><pad><pad>", tokenizer) == "top left"

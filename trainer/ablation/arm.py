@@ -36,6 +36,9 @@ class TrainBudget:
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
     max_new_tokens: int = 4      # word-level tokens: 'bottom right' is 2, then the end of answer
+    # NOT in MoAI's recipe, a data order of this rig (every arm gets the same batches): the first
+    # steps of stage 1 ask only the text question, as phase 0's copy warm-up (docs/ablation.md, "Reading")
+    text_warmup_steps: int = 0
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -45,33 +48,46 @@ class TrainBudget:
                              f"{self.stage1_epochs}, stage2_epochs={self.stage2_epochs}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+        if self.text_warmup_steps < 0:
+            raise ValueError(f"text_warmup_steps must be >= 0, got {self.text_warmup_steps}")
         if self.lr <= 0 or self.stage2_lr <= 0 or self.expert_lr_scale <= 0:
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, stage2_lr={self.stage2_lr}, "
                              f"expert_lr_scale={self.expert_lr_scale}")
 
 
-def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, stage: int) -> list[list[int]]:
+def step_plan(lengths: list[int], batch_size: int, epochs: float, seed: int, stage: int,
+              warmup: list[int] = (), warmup_steps: int = 0) -> list[list[int]]:
     """Batches of sample indices: whole epochs of `plan_batches`, then a fraction of one more.
 
     `lengths` must not depend on the arm (use the conversation's tokens, not the aux text), so
-    that every arm sees the same batches in the same order.
+    that every arm sees the same batches in the same order. With `warmup` (sample indices), the
+    first `warmup_steps` batches are drawn from those samples only; the plan keeps its length.
     """
+    total = int(round(epochs * (len(lengths) // batch_size)))
+    first = []
+    if warmup and warmup_steps:
+        chosen = list(warmup)
+        first = [[chosen[i] for i in step] for step in
+                 epochs_of_batches([lengths[i] for i in chosen], batch_size, warmup_steps, seed + 100 * stage + 7)]
+    return (first + epochs_of_batches(lengths, batch_size, total - len(first), seed + 100 * stage))[:total]
+
+
+def epochs_of_batches(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """`steps` batches from consecutive epochs of `plan_batches` over `lengths`."""
     plan, epoch = [], 0
-    per_epoch = len(lengths) // batch_size
-    total = int(round(epochs * per_epoch))
-    while len(plan) < total:
-        epoch_plan = plan_batches(lengths, batch_size, 1, 1, seed + 100 * stage, epoch)
-        plan += [step[0] for step in epoch_plan]
+    while len(plan) < steps and len(lengths) >= batch_size:
+        plan += [step[0] for step in plan_batches(lengths, batch_size, 1, 1, seed, epoch)]
         epoch += 1
-    return plan[:total]
+    return plan[:max(0, steps)]
 
 
 def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: int, lengths: list[int],
-                log=print) -> list[float]:
+                log=print, text_questions: list[int] = ()) -> list[float]:
     """One stage on the frozen LM: set_stage, AdamW + warm-up cosine; returns the per-step losses.
 
     lengths: per sample, the same list in every arm (it decides the batches), e.g. the tokens of
-    the conversation without aux text."""
+    the conversation without aux text; text_questions: the indices of the text questions (the
+    stage-1 text warm-up draws from them)."""
     if len(lengths) != len(dataset):
         raise ValueError(f"lengths has {len(lengths)} entries for {len(dataset)} samples")
     model.set_stage(stage)
@@ -83,7 +99,7 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
                                                if experts else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=budget.weight_decay)
     plan = step_plan(lengths, budget.batch_size, budget.stage1_epochs if stage == 1 else budget.stage2_epochs,
-                     budget.seed, stage)
+                     budget.seed, stage, text_questions, budget.text_warmup_steps if stage == 1 else 0)
     base = [g["lr"] for g in optimizer.param_groups]
     warmup = max(1, int(budget.warmup_fraction * len(plan)))
     losses, started = [], time.monotonic()

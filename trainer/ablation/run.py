@@ -66,6 +66,7 @@ class AblationConfig:
     compressor_depth: int = 2
     num_latents: int = 64          # MoAI's 64
     expert_output_scale: bool = False  # NOT MoAI: a zero-initialised learnable gain per expert (arm.ExpertOutputGain)
+    text_warmup_steps: int = 0     # NOT MoAI's recipe: the first stage-1 steps ask only the text question (arm.TrainBudget)
     tag: str = ""                  # results of this run are stored as "<arm><tag>", so variants sit side by side
     question_types: tuple[str, ...] = QUESTION_TYPES  # a diagnostic: train and score on these types only
     probes: bool = True
@@ -210,6 +211,8 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     train, heldout = asked("train", ARM_DATA[arm]), asked("heldout", ARM_DATA[arm])
     # every arm's batches come from the same lengths: the conversation without aux text
     lengths = [len(s["input_ids"]) for s in asked("train", "oracle").samples]
+    kind_of = {e["id"]: e["question_type"] for e in prepared["train"]}
+    text_questions = [i for i, s in enumerate(asked("train", "oracle").samples) if kind_of[s["sample_id"]] == "text"]
     torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
     moai = build_model(cfg)
     with_mixers = arm in ("moai", "no-aux")
@@ -227,7 +230,8 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
     losses = {}
     for stage in (1, 2):
         log(f"[{arm}{cfg.tag}] stage {stage}")
-        losses[stage] = arm_lib.train_stage(model, train, stage, budget, pad, lengths, log=log)
+        losses[stage] = arm_lib.train_stage(model, train, stage, budget, pad, lengths, log=log,
+                                            text_questions=text_questions)
     answers = arm_lib.answer(model, heldout, pad, budget)
     write_answers(answers, Path(cfg.out) / "answers" / f"{arm}{cfg.tag}.jsonl")
     result["final_loss"] = {s: sum(v[-50:]) / max(1, len(v[-50:])) for s, v in losses.items()}
@@ -249,7 +253,7 @@ def budget_of(cfg: AblationConfig):
 
     return TrainBudget(seed=cfg.seed, batch_size=cfg.batch_size, stage1_epochs=cfg.stage1_epochs,
                        stage2_epochs=cfg.stage2_epochs, lr=cfg.lr, stage2_lr=cfg.lr / 2,
-                       expert_lr_scale=cfg.expert_lr_scale)
+                       expert_lr_scale=cfg.expert_lr_scale, text_warmup_steps=cfg.text_warmup_steps)
 
 
 def train_and_save(cfg: AblationConfig, arm: str, prepared: dict | None = None) -> str:
@@ -323,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-latents", type=int)
     parser.add_argument("--expert-output-scale", action="store_true", default=None,
                         help="NOT MoAI: a learnable output gain per Mixer expert, initialised at 0 (off by default)")
+    parser.add_argument("--text-warmup-steps", type=int,
+                        help="NOT MoAI's recipe: the first stage-1 steps ask only the text question, in every arm")
     parser.add_argument("--tag", help="suffix of this run's arm names in the results (variants side by side)")
     parser.add_argument("--no-probes", dest="probes", action="store_false", help="skip the sign-word probe")
     parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads per arm")
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, **QUICK)
     names = ("train_scenes", "heldout_scenes", "batch_size", "image_size", "stage1_epochs", "stage2_epochs",
              "lm_width", "lm_layers", "lm_steps", "lm_lr", "lr", "expert_lr_scale", "compressor_depth",
-             "num_latents", "expert_output_scale", "tag")
+             "num_latents", "expert_output_scale", "text_warmup_steps", "tag")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.mixer_layers:
         overrides["mixer_layers"] = tuple(args.mixer_layers)
