@@ -49,7 +49,7 @@ def test_config_rejects_unknown_arms():
 
 TINY = ["--train-scenes", "12", "--heldout-scenes", "4", "--batch-size", "4", "--image-size", "42",
         "--stage1-epochs", "1", "--stage2-epochs", "1", "--lm-width", "32", "--lm-layers", "2", "--lm-steps", "5",
-        "--mixer-layers", "0", "1", "--num-latents", "8"]
+        "--mixer-layers", "0", "1", "--num-latents", "8", "--text-warmup-steps", "2"]
 
 
 def test_ablation_runs_end_to_end(tmp_path, capsys):

@@ -37,7 +37,7 @@ class TrainBudget:
     max_grad_norm: float = 10.0
     max_new_tokens: int = 4      # word-level tokens: 'bottom right' is 2, then the end of answer
     # NOT in MoAI's recipe, a data order of this rig (every arm gets the same batches): the first
-    # steps of stage 1 ask only the text question, as phase 0's copy warm-up (docs/ablation.md, "Reading")
+    # steps of each stage ask only the text question, as phase 0's copy warm-up (docs/ablation.md, "Reading")
     text_warmup_steps: int = 0
 
     def __post_init__(self):
@@ -87,7 +87,7 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
 
     lengths: per sample, the same list in every arm (it decides the batches), e.g. the tokens of
     the conversation without aux text; text_questions: the indices of the text questions (the
-    stage-1 text warm-up draws from them)."""
+    text warm-up draws from them)."""
     if len(lengths) != len(dataset):
         raise ValueError(f"lengths has {len(lengths)} entries for {len(dataset)} samples")
     model.set_stage(stage)
@@ -99,7 +99,7 @@ def train_stage(model, dataset, stage: int, budget: TrainBudget, pad_token_id: i
                                                if experts else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=budget.weight_decay)
     plan = step_plan(lengths, budget.batch_size, budget.stage1_epochs if stage == 1 else budget.stage2_epochs,
-                     budget.seed, stage, text_questions, budget.text_warmup_steps if stage == 1 else 0)
+                     budget.seed, stage, text_questions, budget.text_warmup_steps)
     base = [g["lr"] for g in optimizer.param_groups]
     warmup = max(1, int(budget.warmup_fraction * len(plan)))
     losses, started = [], time.monotonic()

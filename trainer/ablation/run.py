@@ -66,7 +66,9 @@ class AblationConfig:
     compressor_depth: int = 2
     num_latents: int = 64          # MoAI's 64
     expert_output_scale: bool = False  # NOT MoAI: a zero-initialised learnable gain per expert (arm.ExpertOutputGain)
-    text_warmup_steps: int = 0     # NOT MoAI's recipe: the first stage-1 steps ask only the text question (arm.TrainBudget)
+    # NOT MoAI's recipe, the same batches in every arm: the first 500 steps of each stage ask only the
+    # text question; without it the aux path did not carry the sign word at 84 px (docs/ablation.md, "Reading")
+    text_warmup_steps: int = 500
     tag: str = ""                  # results of this run are stored as "<arm><tag>", so variants sit side by side
     question_types: tuple[str, ...] = QUESTION_TYPES  # a diagnostic: train and score on these types only
     probes: bool = True
@@ -89,7 +91,7 @@ class AblationConfig:
 PROMPT = dict(user_start="USER: ", user_end="\n", assistant_start="ASSISTANT: ", assistant_end="</s>")
 QUICK = dict(train_scenes=60, heldout_scenes=20, stage1_epochs=1.0, stage2_epochs=1.0, batch_size=8,
              lm_width=32, lm_layers=2, lm_steps=30, num_latents=8,
-             mixer_layers=(0, 1))
+             mixer_layers=(0, 1), text_warmup_steps=5)
 
 
 def log(message: str) -> None:
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert-output-scale", action="store_true", default=None,
                         help="NOT MoAI: a learnable output gain per Mixer expert, initialised at 0 (off by default)")
     parser.add_argument("--text-warmup-steps", type=int,
-                        help="NOT MoAI's recipe: the first stage-1 steps ask only the text question, in every arm")
+                        help="NOT MoAI's recipe: the first steps of each stage ask only the text question, in every arm")
     parser.add_argument("--tag", help="suffix of this run's arm names in the results (variants side by side)")
     parser.add_argument("--no-probes", dest="probes", action="store_false", help="skip the sign-word probe")
     parser.add_argument("--threads", type=int, default=AblationConfig.threads, help="torch CPU threads per arm")
