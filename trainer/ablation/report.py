@@ -165,6 +165,11 @@ def plot(columns: dict[str, dict[str, float]], totals: dict[str, int], path: Pat
     return path
 
 
+def text_warmup(cfg: dict) -> str:
+    steps = cfg.get("text_warmup_steps", 0)
+    return f" (the first {steps} steps of each on text questions only, not MoAI's recipe)" if steps else ""
+
+
 def report(out: str | Path) -> str:
     """The tables of a finished run (from results.json and the answer files), and the plot."""
     out = Path(out)
@@ -177,7 +182,8 @@ def report(out: str | Path) -> str:
     shape = phase0.get("shape", {})
     lines = [f"Ablation: {cfg['train_scenes']} training scenes ({saved.get('training_questions', '?')} questions), "
              f"{cfg['heldout_scenes']} held-out scenes, batch {cfg['batch_size']}, {cfg['stage1_epochs']:g} + "
-             f"{cfg['stage2_epochs']:g} epochs, seed {cfg['seed']}, image size {cfg['image_size']}; phase-0 LM "
+             f"{cfg['stage2_epochs']:g} epochs{text_warmup(cfg)}, seed {cfg['seed']}, image size {cfg['image_size']}; "
+             f"phase-0 LM "
              f"width {shape.get('width')}, {shape.get('layers')} layers, {shape.get('steps')} steps "
              f"({phase0.get('seconds', 0):.0f}s), {phase0.get('tokens_per_aux_text', 0):.0f} tokens per aux text",
              "", "Exact-match accuracy on held-out scenes:", "", format_table(columns, totals), "",
