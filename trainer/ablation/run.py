@@ -4,11 +4,13 @@
     trainer ablation --out runs/ablation --quick    # a ~2-minute smoke run, numbers meaningless
     trainer ablation --out runs/ablation --arms moai no-aux   # some arms; results merge
     trainer ablation --out runs/ablation --arms moai --tag=-text --question-types text   # a diagnostic
+    trainer ablation --out runs/ablation --arms moai no-aux --tag=-recipe --text-warmup-steps 0   # MoAI's recipe as is
 
 Phase 0 pretrains a small word-level LM as a text model with the verbalized aux text in its
 prompt (`textlm.py`; cached under OUT/lm); then it is frozen and every arm trains on it with the
 same seed, initial weights, batches, expert draws, steps and learning rates (arms run side by
-side, one process each, `--jobs`):
+side, one process each, `--jobs`); the first steps of each stage ask only the text question, in
+every arm (`--text-warmup-steps`, not MoAI's recipe: docs/ablation.md, "Reading"):
   moai           aux text and ps_map through the Compressor and the Mixers only (not in the prompt)
   no-aux         the same model, aux removed: empty aux text and an all-zero ps_map
   no-mixer       no Compressor and no Mixer: CLIP -> connector -> frozen LM
