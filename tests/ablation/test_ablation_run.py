@@ -21,7 +21,7 @@ def test_step_plan_is_shared_by_arms_and_covers_epochs():
 
 
 def test_text_warmup_draws_the_first_steps_from_text_questions_only():
-    """--text-warmup-steps: the first stage-1 batches hold text questions only; the plan keeps its
+    """--text-warmup-steps: a stage's first batches hold text questions only; the plan keeps its
     length and then goes on as without the warm-up (the same for every arm: it depends on no arm)."""
     lengths = [5 + i % 7 for i in range(100)]
     text = list(range(0, 100, 5))

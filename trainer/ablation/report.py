@@ -183,8 +183,7 @@ def report(out: str | Path) -> str:
     lines = [f"Ablation: {cfg['train_scenes']} training scenes ({saved.get('training_questions', '?')} questions), "
              f"{cfg['heldout_scenes']} held-out scenes, batch {cfg['batch_size']}, {cfg['stage1_epochs']:g} + "
              f"{cfg['stage2_epochs']:g} epochs{text_warmup(cfg)}, seed {cfg['seed']}, image size {cfg['image_size']}; "
-             f"phase-0 LM "
-             f"width {shape.get('width')}, {shape.get('layers')} layers, {shape.get('steps')} steps "
+             f"phase-0 LM width {shape.get('width')}, {shape.get('layers')} layers, {shape.get('steps')} steps "
              f"({phase0.get('seconds', 0):.0f}s), {phase0.get('tokens_per_aux_text', 0):.0f} tokens per aux text",
              "", "Exact-match accuracy on held-out scenes:", "", format_table(columns, totals), "",
              "`text LM + aux (phase 0)`: the frozen LM alone, the aux text in its prompt, no image (the ceiling); "

@@ -173,7 +173,7 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
         for name, source, conversations in (("oracle", paths.oracle, entries), ("blank", paths.blank, entries),
                                             ("prompt", paths.blank, with_aux_in_prompt(entries, aux))):
             cache = out / "cache" / f"{split}-{name}"
-            if not (cache / INDEX_FILE).is_file() or cached_image_size(cache) != cfg.image_size:
+            if not cache_fits(cache, model):
                 started = time.monotonic()
                 table = read_annotations(source, columns=ANNOTATION_COLUMNS)
                 report = build_cache(model, table, conversations, cache, dtype="float32", prompt=prompt,
@@ -188,13 +188,15 @@ def prepare(cfg: AblationConfig, quiet: bool = False) -> dict:
             "reading": reading}
 
 
-def cached_image_size(cache: Path) -> int | None:
-    from trainer.cache import META_FILE
+def cache_fits(cache: Path, model) -> bool:
+    """A finished cache made for this model (vision tower, LM, image size: `trainer.cache.check_compatible`)."""
+    from trainer.cache import INDEX_FILE, META_FILE, check_compatible
 
     try:
-        return json.loads((cache / META_FILE).read_text())["model"]["image_size"]
+        check_compatible(json.loads((cache / META_FILE).read_text()), model.config.to_dict())
     except (OSError, ValueError, KeyError):
-        return None
+        return False
+    return (cache / INDEX_FILE).is_file()
 
 
 def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
@@ -214,9 +216,10 @@ def run_arm(arm: str, cfg: AblationConfig, prepared: dict, budget) -> dict:
 
     train, heldout = asked("train", ARM_DATA[arm]), asked("heldout", ARM_DATA[arm])
     # every arm's batches come from the same lengths: the conversation without aux text
-    lengths = [len(s["input_ids"]) for s in asked("train", "oracle").samples]
+    samples = asked("train", "oracle").samples
+    lengths = [len(s["input_ids"]) for s in samples]
     kind_of = {e["id"]: e["question_type"] for e in prepared["train"]}
-    text_questions = [i for i, s in enumerate(asked("train", "oracle").samples) if kind_of[s["sample_id"]] == "text"]
+    text_questions = [i for i, s in enumerate(samples) if kind_of[s["sample_id"]] == "text"]
     torch.manual_seed(cfg.seed)  # identical initial weights (connector first) in every arm
     moai = build_model(cfg)
     with_mixers = arm in ("moai", "no-aux")
